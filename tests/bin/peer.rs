@@ -1,0 +1,184 @@
+//! A helper process for the multi-process tests.
+//!
+//! Integration tests start it through `env!("CARGO_BIN_EXE_shm-test-peer")` with a
+//! role and its arguments. It reports on stdout, one line per event, and waits on
+//! stdin where the test needs to hold it at a point; end-of-file on stdin (the test
+//! went away) makes it finish. Exit status 0 means the role went as planned.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+
+use shm_sys::posix::{MemfdSegment, PosixSegment};
+use shm_sys::sysv::Segment;
+use shm_sys::{Error, Key};
+
+/// The byte a writer puts at `index`: distinct per position and per seed.
+fn pattern(seed: u8, index: usize) -> u8 {
+    (index as u8).wrapping_mul(31).wrapping_add(seed)
+}
+
+fn pattern_bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|index| pattern(seed, index)).collect()
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // The test reads these lines; if it went away there is nobody to tell.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Blocks until the test sends a line (or closes stdin).
+fn wait_for_go() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::NotFound { .. } => "NotFound",
+        Error::AlreadyExists { .. } => "AlreadyExists",
+        Error::PermissionDenied { .. } => "PermissionDenied",
+        Error::InvalidSize { .. } => "InvalidSize",
+        Error::OutOfResources { .. } => "OutOfResources",
+        Error::InvalidArgument { .. } => "InvalidArgument",
+        Error::ReadOnly { .. } => "ReadOnly",
+        Error::OutOfBounds { .. } => "OutOfBounds",
+        _ => "Other",
+    }
+}
+
+fn parse<T: std::str::FromStr>(args: &[String], index: usize, what: &str) -> Result<T, String> {
+    args.get(index)
+        .ok_or_else(|| format!("missing argument {index} ({what})"))?
+        .parse()
+        .map_err(|_| format!("argument {index} ({what}) is not valid: {:?}", args[index]))
+}
+
+/// Drops to uid/gid 65534 ("nobody"), supplementary groups included.
+fn become_nobody() -> Result<(), String> {
+    // SAFETY: plain syscalls on this single-threaded process; the order (groups,
+    // gid, then uid) keeps the privilege needed for each step until the last one.
+    let failed = unsafe {
+        libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(65534) != 0
+            || libc::setuid(65534) != 0
+    };
+    if failed {
+        return Err(format!(
+            "dropping to uid 65534 failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let role = args.first().map(String::as_str).unwrap_or("");
+    match role {
+        // sysv-writer PATH PROJ LEN SEED: find the segment by ftok, write the
+        // pattern, report, hold the attachment until told, detach, report.
+        "sysv-writer" => {
+            let path: String = parse(args, 1, "path")?;
+            let project: i32 = parse(args, 2, "project id")?;
+            let len: usize = parse(args, 3, "length")?;
+            let seed: u8 = parse(args, 4, "seed")?;
+            let key = Key::ftok(&path, project).map_err(|e| e.to_string())?;
+            let segment = Segment::open(key).map_err(|e| e.to_string())?;
+            let mapping = segment.attach().map_err(|e| e.to_string())?;
+            mapping
+                .write_at(0, &pattern_bytes(seed, len))
+                .map_err(|e| e.to_string())?;
+            say(&format!("attached {}", std::process::id()));
+            wait_for_go();
+            mapping.detach().map_err(|e| e.to_string())?;
+            say("detached");
+            Ok(())
+        }
+        // sysv-read-only-writer ID: attach read-only, check a read works, then
+        // write through the pointer. The write must kill us with SIGSEGV.
+        "sysv-read-only-writer" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let segment = Segment::from_id(id).map_err(|e| e.to_string())?;
+            let mapping = segment.attach_read_only().map_err(|e| e.to_string())?;
+            let mut first = [0u8; 1];
+            mapping.read_at(0, &mut first).map_err(|e| e.to_string())?;
+            say(&format!("read {}", first[0]));
+            let address = mapping.as_ptr().cast_mut();
+            // SAFETY: deliberately writing through a read-only mapping: the kernel
+            // refuses the store with SIGSEGV, which is what the test checks. The
+            // address is inside the mapping, so nothing else can be hit.
+            unsafe { address.write_volatile(first[0].wrapping_add(1)) };
+            say("wrote");
+            Err("a write through a read-only mapping succeeded".into())
+        }
+        // sysv-open-as-nobody KEY: drop privileges, open the key read-write and
+        // read-only, and report each outcome.
+        "sysv-open-as-nobody" => {
+            let key: i32 = parse(args, 1, "key")?;
+            become_nobody()?;
+            for (label, result) in [
+                ("read-write", Segment::open(Key::new(key))),
+                ("read-only", Segment::open_read_only(Key::new(key))),
+            ] {
+                match result {
+                    Ok(_) => say(&format!("{label} Ok")),
+                    Err(error) => say(&format!("{label} {} {error}", error_kind(&error))),
+                }
+            }
+            Ok(())
+        }
+        // posix-writer NAME LEN SEED: open by name, map, write the pattern.
+        "posix-writer" => {
+            let name: String = parse(args, 1, "name")?;
+            let len: usize = parse(args, 2, "length")?;
+            let seed: u8 = parse(args, 3, "seed")?;
+            let segment = PosixSegment::open(&name).map_err(|e| e.to_string())?;
+            let mapping = segment.map().map_err(|e| e.to_string())?;
+            mapping
+                .write_at(0, &pattern_bytes(seed, len))
+                .map_err(|e| e.to_string())?;
+            say(&format!("wrote {}", mapping.len()));
+            Ok(())
+        }
+        // memfd-writer FD LEN SEED: take the inherited descriptor, check the
+        // pattern the parent wrote (seed), write the next one (seed + 1), then try
+        // to shrink the sealed file and report the outcome.
+        "memfd-writer" => {
+            let fd: i32 = parse(args, 1, "fd")?;
+            let len: usize = parse(args, 2, "length")?;
+            let seed: u8 = parse(args, 3, "seed")?;
+            // SAFETY: the test passed us this descriptor number, inherited across
+            // exec and not otherwise used in this process.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let memfd = MemfdSegment::from_fd(fd, "inherited");
+            let mapping = memfd.map().map_err(|e| e.to_string())?;
+            let mut seen = vec![0u8; len];
+            mapping.read_at(0, &mut seen).map_err(|e| e.to_string())?;
+            if seen != pattern_bytes(seed, len) {
+                return Err("the parent's pattern is not in the memfd".into());
+            }
+            mapping
+                .write_at(0, &pattern_bytes(seed.wrapping_add(1), len))
+                .map_err(|e| e.to_string())?;
+            match memfd.set_size(len / 2) {
+                Ok(()) => say("shrink Ok"),
+                Err(error) => say(&format!("shrink {}", error_kind(&error))),
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown role {other:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shm-test-peer: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
