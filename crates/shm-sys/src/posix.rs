@@ -161,6 +161,10 @@ impl PosixSegment {
 
     /// Like [`create`](PosixSegment::create) with explicit permission bits. The
     /// mode is applied exactly (with `fchmod`), not filtered by the umask.
+    ///
+    /// # References
+    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
+    /// - [`fchmod(2)`](https://man7.org/linux/man-pages/man2/fchmod.2.html)
     #[doc(alias = "shm_open")]
     pub fn create_with_mode(name: &str, size: usize, mode: Mode) -> Result<PosixSegment> {
         let name = canonical_name(name)?;
@@ -201,12 +205,18 @@ impl PosixSegment {
     ///
     /// [`Error::NotFound`], [`Error::PermissionDenied`], or
     /// [`Error::InvalidArgument`] for a bad name.
+    ///
+    /// # References
+    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
     #[doc(alias = "shm_open")]
     pub fn open(name: &str) -> Result<PosixSegment> {
         PosixSegment::open_with(name, Access::ReadWrite)
     }
 
     /// Opens an existing object for reading only.
+    ///
+    /// # References
+    /// - [`shm_open(3)`](https://man7.org/linux/man-pages/man3/shm_open.3.html)
     #[doc(alias = "shm_open")]
     pub fn open_read_only(name: &str) -> Result<PosixSegment> {
         PosixSegment::open_with(name, Access::ReadOnly)
@@ -252,12 +262,18 @@ impl PosixSegment {
     }
 
     /// The current size in bytes (`fstat`).
+    ///
+    /// # References
+    /// - [`fstat(2)`](https://man7.org/linux/man-pages/man2/fstat.2.html)
     pub fn size(&self) -> Result<usize> {
         file_size(self.fd.as_fd(), &self.target())
     }
 
     /// Changes the size (`ftruncate`). Peers that mapped past the new end get
     /// `SIGBUS` when they touch it.
+    ///
+    /// # References
+    /// - [`ftruncate(2)`](https://man7.org/linux/man-pages/man2/ftruncate.2.html)
     pub fn set_size(&self, size: usize) -> Result<()> {
         set_file_size(self.fd.as_fd(), size, &self.target())
     }
@@ -283,6 +299,9 @@ impl PosixSegment {
     }
 
     /// Maps the whole object read-only (`PROT_READ`).
+    ///
+    /// # References
+    /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
     #[doc(alias = "mmap")]
     pub fn map_read_only(&self) -> Result<Mapping> {
         map_whole(self.fd.as_fd(), Access::ReadOnly, &self.target())
@@ -417,6 +436,9 @@ impl MemfdSegment {
     }
 
     /// The current size in bytes.
+    ///
+    /// # References
+    /// - [`fstat(2)`](https://man7.org/linux/man-pages/man2/fstat.2.html)
     pub fn size(&self) -> Result<usize> {
         file_size(self.fd.as_fd(), &self.target())
     }
@@ -426,6 +448,9 @@ impl MemfdSegment {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] (`EPERM`) if a seal forbids the change.
+    ///
+    /// # References
+    /// - [`ftruncate(2)`](https://man7.org/linux/man-pages/man2/ftruncate.2.html)
     pub fn set_size(&self, size: usize) -> Result<()> {
         set_file_size(self.fd.as_fd(), size, &self.target())
     }
@@ -447,6 +472,9 @@ impl MemfdSegment {
     }
 
     /// The seals in force (`F_GET_SEALS`).
+    ///
+    /// # References
+    /// - [`fcntl(2)`](https://man7.org/linux/man-pages/man2/fcntl.2.html) (`F_GET_SEALS`)
     #[doc(alias = "F_GET_SEALS")]
     pub fn seals(&self) -> Result<Seals> {
         rustix::fs::fcntl_get_seals(&self.fd)
@@ -457,12 +485,18 @@ impl MemfdSegment {
     }
 
     /// Maps the whole memfd for reading and writing.
+    ///
+    /// # References
+    /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
     #[doc(alias = "mmap")]
     pub fn map(&self) -> Result<Mapping> {
         map_whole(self.fd.as_fd(), Access::ReadWrite, &self.target())
     }
 
     /// Maps the whole memfd read-only.
+    ///
+    /// # References
+    /// - [`mmap(2)`](https://man7.org/linux/man-pages/man2/mmap.2.html)
     #[doc(alias = "mmap")]
     pub fn map_read_only(&self) -> Result<Mapping> {
         map_whole(self.fd.as_fd(), Access::ReadOnly, &self.target())

@@ -91,6 +91,9 @@ pub struct SegmentOptions {
 impl SegmentOptions {
     /// Size in bytes. Required to create; when opening, a non-zero size is a
     /// minimum that the existing segment must meet ([`Error::InvalidSize`] if not).
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     pub fn size(mut self, size: usize) -> Self {
         self.size = size;
         self
@@ -201,6 +204,9 @@ impl SegmentOptions {
     /// # Errors
     ///
     /// As [`create`](SegmentOptions::create) and [`open`](SegmentOptions::open).
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     pub fn open_or_create(&self) -> Result<(Segment, bool)> {
         if self.key.is_private() {
             return self.create().map(|segment| (segment, true));
@@ -269,6 +275,9 @@ impl Segment {
 
     /// Creates a new segment of `size` bytes with mode `0o600`, failing if the key
     /// is taken. See [`SegmentOptions::create`].
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     #[doc(alias = "shmget")]
     pub fn create(key: Key, size: usize) -> Result<Segment> {
         Segment::options(key).size(size).create()
@@ -276,6 +285,9 @@ impl Segment {
 
     /// Creates a new `IPC_PRIVATE` segment of `size` bytes with mode `0o600`.
     /// Other processes find it by its [`id`](Segment::id).
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     #[doc(alias = "IPC_PRIVATE")]
     pub fn create_private(size: usize) -> Result<Segment> {
         Segment::options(Key::PRIVATE).size(size).create()
@@ -283,11 +295,17 @@ impl Segment {
 
     /// Opens the existing segment with `key` for reading and writing. See
     /// [`SegmentOptions::open`].
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     pub fn open(key: Key) -> Result<Segment> {
         Segment::options(key).open()
     }
 
     /// Opens the existing segment with `key` for reading only.
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     pub fn open_read_only(key: Key) -> Result<Segment> {
         Segment::options(key).access(Access::ReadOnly).open()
     }
@@ -295,6 +313,9 @@ impl Segment {
     /// Opens the segment with `key` or creates it with `size` bytes and mode
     /// `0o600`; the flag says whether this call created it. See
     /// [`SegmentOptions::open_or_create`].
+    ///
+    /// # References
+    /// - [`shmget(2)`](https://man7.org/linux/man-pages/man2/shmget.2.html)
     pub fn open_or_create(key: Key, size: usize) -> Result<(Segment, bool)> {
         Segment::options(key).size(size).open_or_create()
     }
@@ -306,6 +327,9 @@ impl Segment {
     ///
     /// [`Error::NotFound`] if no segment has this id, [`Error::PermissionDenied`]
     /// if we may not read it.
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     pub fn from_id(id: i32) -> Result<Segment> {
         let info = Segment {
             id,
@@ -350,6 +374,9 @@ impl Segment {
 
     /// Attaches the segment read-only (`SHM_RDONLY`): reads work, writes raise
     /// `SIGSEGV`, and [`Mapping::as_mut_ptr`] returns `None`.
+    ///
+    /// # References
+    /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
     #[doc(alias = "SHM_RDONLY")]
     pub fn attach_read_only(&self) -> Result<Mapping> {
         self.attach_with(Access::ReadOnly, None)
@@ -366,6 +393,9 @@ impl Segment {
     ///
     /// As [`attach`](Segment::attach), and [`Error::InvalidArgument`] if the
     /// address is misaligned or the range is already mapped.
+    ///
+    /// # References
+    /// - [`shmat(2)`](https://man7.org/linux/man-pages/man2/shmat.2.html)
     #[doc(alias = "shmat")]
     pub fn attach_with(&self, access: Access, address: Option<NonNull<u8>>) -> Result<Mapping> {
         let read_only = access == Access::ReadOnly;
@@ -420,6 +450,9 @@ impl Segment {
     }
 
     /// The segment's size in bytes (from `IPC_STAT`).
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     pub fn size(&self) -> Result<usize> {
         self.stat().map(|info| info.size)
     }
@@ -440,6 +473,9 @@ impl Segment {
     }
 
     /// Changes the owner (`IPC_SET`), keeping the mode.
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "IPC_SET")]
     pub fn set_owner(&self, uid: u32, gid: u32) -> Result<()> {
         let info = self.stat()?;
@@ -448,6 +484,9 @@ impl Segment {
 
     /// Sets owner and mode together (`IPC_SET`): one call, so no other setter can
     /// interleave between reading and writing.
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "IPC_SET")]
     pub fn set_permissions(&self, uid: u32, gid: u32, mode: Mode) -> Result<()> {
         backend::set(self.id, uid, gid, mode.bits())
@@ -474,6 +513,9 @@ impl Segment {
 
     /// Locks the segment's pages in memory so they are never swapped out
     /// (`SHM_LOCK`; needs `CAP_IPC_LOCK` or a sufficient `RLIMIT_MEMLOCK`).
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "SHM_LOCK")]
     pub fn lock_pages(&self) -> Result<()> {
         backend::control(self.id, backend::SHM_LOCK)
@@ -481,6 +523,9 @@ impl Segment {
     }
 
     /// Undoes [`lock_pages`](Segment::lock_pages) (`SHM_UNLOCK`).
+    ///
+    /// # References
+    /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "SHM_UNLOCK")]
     pub fn unlock_pages(&self) -> Result<()> {
         backend::control(self.id, backend::SHM_UNLOCK)
@@ -665,6 +710,9 @@ pub struct Usage {
 /// assert!(usage.segments <= shm_sys::sysv::limits()?.shmmni);
 /// # Ok::<(), shm_sys::Error>(())
 /// ```
+///
+/// # References
+/// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
 #[doc(alias = "SHM_INFO")]
 pub fn usage() -> Result<Usage> {
     let (_, raw) = backend::usage()
