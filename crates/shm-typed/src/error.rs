@@ -1,0 +1,259 @@
+//! The one error type of this crate.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shm_sys::Key;
+
+/// Where a segment lives: how a process finds it.
+///
+/// ```
+/// use shm_typed::Location;
+/// use shm_sys::Key;
+///
+/// let by_key = Location::Key(Key::new(0x5eed));
+/// assert_eq!(by_key.to_string(), "SysV key 0x00005eed");
+/// let by_name = Location::posix("/ticks");
+/// assert_eq!(by_name.to_string(), "POSIX shm \"/ticks\"");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Location {
+    /// A System V segment by key.
+    Key(Key),
+    /// A System V segment by the key `ftok(path, project_id)` gives.
+    Ftok(PathBuf, i32),
+    /// A System V segment by id (how other processes reach an `IPC_PRIVATE` one).
+    Id(i32),
+    /// A new `IPC_PRIVATE` System V segment (create only).
+    Private,
+    /// A POSIX shared-memory object by name.
+    Posix(String),
+    /// A heap [`Region`](crate::Region) in this process (tests, single process).
+    Heap,
+}
+
+impl Location {
+    /// A POSIX shm object name.
+    pub fn posix(name: impl Into<String>) -> Location {
+        Location::Posix(name.into())
+    }
+
+    /// The key `ftok(path, project_id)` gives.
+    pub fn ftok(path: impl Into<PathBuf>, project_id: impl Into<i32>) -> Location {
+        Location::Ftok(path.into(), project_id.into())
+    }
+}
+
+impl From<Key> for Location {
+    fn from(key: Key) -> Location {
+        if key.is_private() {
+            Location::Private
+        } else {
+            Location::Key(key)
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Key(key) => write!(f, "SysV key {key}"),
+            Location::Ftok(path, project) => {
+                write!(f, "SysV ftok({}, {project})", path.display())
+            }
+            Location::Id(id) => write!(f, "SysV segment id {id}"),
+            Location::Private => f.write_str("SysV IPC_PRIVATE segment"),
+            Location::Posix(name) => write!(f, "POSIX shm {name:?}"),
+            Location::Heap => f.write_str("heap region"),
+        }
+    }
+}
+
+/// A type as a segment header records it: stable name, size and alignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeDescription {
+    /// The stable type name (possibly cut to the 64 bytes the header stores).
+    pub name: String,
+    /// `size_of` the value (or of one element, for rings).
+    pub size: u64,
+    /// `align_of` the value.
+    pub align: u64,
+    /// Ring capacity in elements; 0 for single values.
+    pub capacity: u64,
+}
+
+impl fmt::Display for TypeDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` ({} bytes, align {}",
+            self.name, self.size, self.align
+        )?;
+        if self.capacity != 0 {
+            write!(f, ", capacity {}", self.capacity)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Everything that can go wrong in `shm-typed`. Every variant names the segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operating system refused (see the inner error for errno and key).
+    #[error(transparent)]
+    Sys(#[from] shm_sys::Error),
+    /// The segment is too small to hold even our header.
+    #[error("{location}: segment is {found} bytes, too small for a {needed}-byte header")]
+    TooSmall {
+        /// The segment.
+        location: Location,
+        /// Bytes the header needs.
+        needed: usize,
+        /// Bytes the segment has.
+        found: usize,
+    },
+    /// The first 8 bytes are not our magic: not one of our segments.
+    #[error("{location}: not a shm-typed segment (magic {found:02x?}, expected {expected:02x?})")]
+    BadMagic {
+        /// The segment.
+        location: Location,
+        /// The magic we look for.
+        expected: [u8; 8],
+        /// What is there.
+        found: [u8; 8],
+    },
+    /// A format version this build does not read (newer, or garbage).
+    #[error("{location}: segment format version {found}, this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The segment.
+        location: Location,
+        /// The version this build reads.
+        supported: u32,
+        /// The version in the header.
+        found: u32,
+    },
+    /// Written by a machine with another byte order or pointer width.
+    #[error("{location}: written for {found}, this process is {expected}")]
+    IncompatiblePlatform {
+        /// The segment.
+        location: Location,
+        /// This process's platform.
+        expected: String,
+        /// The header's platform.
+        found: String,
+    },
+    /// The segment holds another kind of object (a ring where a value was expected, ...).
+    #[error("{location}: holds a {found}, expected a {expected}")]
+    WrongKind {
+        /// The segment.
+        location: Location,
+        /// The kind asked for.
+        expected: String,
+        /// The kind in the header.
+        found: String,
+    },
+    /// The segment holds another type.
+    #[error("{location}: holds {found}, expected {expected}")]
+    TypeMismatch {
+        /// The segment.
+        location: Location,
+        /// The type asked for.
+        expected: Box<TypeDescription>,
+        /// The type in the header.
+        found: Box<TypeDescription>,
+    },
+    /// The header claims more bytes than the operating system says the segment has.
+    #[error("{location}: header says the segment is {header_says} bytes, the OS says {os_says}")]
+    LengthMismatch {
+        /// The segment.
+        location: Location,
+        /// The length in the header.
+        header_says: u64,
+        /// The length the OS reports.
+        os_says: u64,
+    },
+    /// The process that was initialising the segment died before finishing.
+    #[error("{location}: creator pid {pid} died while initialising the segment")]
+    CreatorDied {
+        /// The segment.
+        location: Location,
+        /// The creator's process id.
+        pid: u32,
+    },
+    /// Initialisation did not finish within the configured time.
+    #[error("{location}: not initialised after {waited:?} (creator pid {creator:?} still alive)")]
+    InitTimeout {
+        /// The segment.
+        location: Location,
+        /// How long we waited.
+        waited: Duration,
+        /// The initialising process, if known.
+        creator: Option<u32>,
+    },
+    /// A header field holds a value no writer of this format produces.
+    #[error("{location}: corrupted segment: {what}")]
+    Corrupted {
+        /// The segment.
+        location: Location,
+        /// What is wrong.
+        what: String,
+    },
+    /// The lock is poisoned: a holder died and the next holder did not mark the
+    /// data consistent. [`Shared::reset_poison`](crate::Shared::reset_poison) clears it.
+    #[error("{location}: lock poisoned (a holder died and the data was not marked consistent)")]
+    Poisoned {
+        /// The segment.
+        location: Location,
+    },
+    /// The lock was not acquired in time.
+    #[error("{location}: lock not acquired within {waited:?} (held by tid {holder})")]
+    LockTimeout {
+        /// The segment.
+        location: Location,
+        /// How long we waited.
+        waited: Duration,
+        /// The thread holding it.
+        holder: u32,
+    },
+    /// `try_lock` found the lock held by a live thread.
+    #[error("{location}: lock is held by tid {holder}")]
+    WouldBlock {
+        /// The segment.
+        location: Location,
+        /// The thread holding it.
+        holder: u32,
+    },
+    /// The lock's holder may have died, but it lives in another pid namespace, so
+    /// its thread id means nothing here and recovery is refused.
+    #[error("{location}: lock holder tid {holder} is in pid namespace {theirs}, we are in {ours}; cannot check whether it is alive")]
+    ForeignNamespace {
+        /// The segment.
+        location: Location,
+        /// The thread holding it (in its namespace).
+        holder: u32,
+        /// Our pid namespace (inode of `/proc/self/ns/pid`).
+        ours: u64,
+        /// The segment's pid namespace.
+        theirs: u64,
+    },
+    /// A write was attempted through a read-only handle.
+    #[error("{location}: opened read-only")]
+    ReadOnly {
+        /// The segment.
+        location: Location,
+    },
+    /// The request is not valid for this segment or type.
+    #[error("{location}: {what}")]
+    Unsupported {
+        /// The segment.
+        location: Location,
+        /// What is not supported.
+        what: String,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

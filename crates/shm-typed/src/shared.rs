@@ -1,0 +1,696 @@
+//! [`Shared<T>`]: one `Pod` value in a segment, under the segment's lock.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use bytemuck::Pod;
+use shm_sys::posix::PosixSegment;
+use shm_sys::sysv::{Access, Segment, SegmentInfo};
+use shm_sys::{Key, Mode};
+
+use crate::error::{Error, Location, Result};
+use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::lock::{LockFailure, ShmMutex};
+use crate::region::Region;
+
+/// The OS object behind a [`Shared`], for `stat` and `remove`.
+#[derive(Debug)]
+enum Backend {
+    SysV(Segment),
+    Posix(String),
+    Heap,
+}
+
+/// How to create or open a [`Shared<T>`]: the type's stable name, permissions,
+/// and how long to wait for a creator that is still initialising.
+///
+/// ```
+/// use shm_typed::{Location, Shared};
+///
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Config { rate: u64, depth: u32, flags: u32 }
+///
+/// let config = Shared::<Config>::options()
+///     .type_name("Config v1")          // what peers must agree on
+///     .create(Location::Private, Config { rate: 10, depth: 4, flags: 0 })?;
+/// assert_eq!(config.load()?.rate, 10);
+/// config.remove()?;
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedOptions<T> {
+    type_name: Option<String>,
+    mode: Mode,
+    init_timeout: Duration,
+    lock_timeout: Option<Duration>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod> SharedOptions<T> {
+    fn new() -> Self {
+        SharedOptions {
+            type_name: None,
+            mode: Mode::OWNER_RW,
+            init_timeout: Duration::from_secs(1),
+            lock_timeout: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// The type's stable name, recorded in the header and checked on open.
+    /// Default: [`default_type_name`](crate::default_type_name), the Rust type
+    /// name without module paths.
+    pub fn type_name(mut self, name: impl Into<String>) -> Self {
+        self.type_name = Some(name.into());
+        self
+    }
+
+    /// Permission bits of a new segment. Default `0o600`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long an opener waits for a creator that is still initialising.
+    /// Default 1 s.
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// How long `load`, `store` and `update` wait for the lock. Default: no limit
+    /// (a dead holder is still detected and taken over).
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    fn spec(&self) -> Result<Spec, String> {
+        let align = std::mem::align_of::<T>();
+        if align > 128 {
+            return Err(format!("alignment {align} is above the supported 128"));
+        }
+        let size = std::mem::size_of::<T>();
+        let element_size =
+            u32::try_from(size).map_err(|_| format!("size {size} does not fit the header"))?;
+        Ok(Spec {
+            kind: Kind::Object,
+            payload_offset: PAYLOAD_OFFSET as u64,
+            payload_size: size as u64,
+            payload_align: align as u32,
+            element_size,
+            capacity: 0,
+            type_name: self
+                .type_name
+                .clone()
+                .unwrap_or_else(header::default_type_name::<T>),
+        })
+    }
+
+    fn checked_spec(&self, location: &Location) -> Result<Spec> {
+        self.spec().map_err(|what| Error::Unsupported {
+            location: location.clone(),
+            what,
+        })
+    }
+
+    /// Creates a new segment at `location` holding `value`. System V segments are
+    /// created exclusively (`IPC_CREAT | IPC_EXCL`); POSIX objects with `O_EXCL`.
+    ///
+    /// # Errors
+    ///
+    /// [`shm_sys::Error::AlreadyExists`] (inside [`Error::Sys`]) if the location is taken.
+    pub fn create(&self, location: impl Into<Location>, value: T) -> Result<Shared<T>> {
+        let location = location.into();
+        let spec = self.checked_spec(&location)?;
+        let (region, backend, location) = create_backend(&location, spec.segment_len(), self.mode)?;
+        self.finish_create(region, backend, location, &spec, value)
+    }
+
+    fn finish_create(
+        &self,
+        region: Region,
+        backend: Backend,
+        location: Location,
+        spec: &Spec,
+        value: T,
+    ) -> Result<Shared<T>> {
+        let created = header::initialize(&region, &location, spec, |region| {
+            region.write_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of(&value));
+        });
+        let shared = Shared {
+            region,
+            backend,
+            location,
+            lock_timeout: self.lock_timeout,
+            _type: PhantomData,
+        };
+        if let Err(error) = created {
+            // Do not leave a half-made segment behind.
+            let _ = shared.remove();
+            return Err(error);
+        }
+        Ok(shared)
+    }
+
+    /// Opens the existing segment at `location` for reading and writing, checking
+    /// its header against `T`.
+    ///
+    /// # Errors
+    ///
+    /// One variant per failed check: [`Error::BadMagic`],
+    /// [`Error::UnsupportedVersion`], [`Error::WrongKind`], [`Error::TypeMismatch`],
+    /// [`Error::LengthMismatch`], [`Error::CreatorDied`], [`Error::InitTimeout`], ...
+    pub fn open(&self, location: impl Into<Location>) -> Result<Shared<T>> {
+        self.open_with(location.into(), Access::ReadWrite)
+    }
+
+    /// Opens read-only (`SHM_RDONLY` / `PROT_READ`): only [`Shared::load`] works,
+    /// through the lock's seqlock counter, without taking the lock.
+    pub fn open_read_only(&self, location: impl Into<Location>) -> Result<Shared<T>> {
+        self.open_with(location.into(), Access::ReadOnly)
+    }
+
+    fn open_with(&self, location: Location, access: Access) -> Result<Shared<T>> {
+        let spec = self.checked_spec(&location)?;
+        let (region, backend, os_creator) =
+            open_backend(&location, access, spec.segment_len(), self.init_timeout)?;
+        self.finish_open(region, backend, location, &spec, os_creator)
+    }
+
+    fn finish_open(
+        &self,
+        region: Region,
+        backend: Backend,
+        location: Location,
+        spec: &Spec,
+        os_creator: Option<u32>,
+    ) -> Result<Shared<T>> {
+        header::open(
+            &region,
+            &location,
+            spec,
+            Wait {
+                timeout: self.init_timeout,
+                os_creator,
+            },
+        )?;
+        Ok(Shared {
+            region,
+            backend,
+            location,
+            lock_timeout: self.lock_timeout,
+            _type: PhantomData,
+        })
+    }
+
+    /// Opens the segment at `location`, or creates it holding `value` if there is
+    /// none. Of many processes racing here exactly one creates and initialises;
+    /// the others wait for it and validate. The flag says whether this call created.
+    pub fn open_or_create(
+        &self,
+        location: impl Into<Location>,
+        value: T,
+    ) -> Result<(Shared<T>, bool)> {
+        let location = location.into();
+        let spec = self.checked_spec(&location)?;
+        let len = spec.segment_len();
+        match &location {
+            Location::Key(_) | Location::Ftok(..) => {
+                let key = sysv_key(&location)?;
+                let (segment, created) = Segment::options(key)
+                    .size(len)
+                    .mode(self.mode)
+                    .open_or_create()?;
+                let region = Region::from_mapping(segment.attach()?);
+                let os_creator = segment.stat().ok().map(|info| info.cpid);
+                let backend = Backend::SysV(segment);
+                if created {
+                    Ok((
+                        self.finish_create(region, backend, location, &spec, value)?,
+                        true,
+                    ))
+                } else {
+                    Ok((
+                        self.finish_open(region, backend, location, &spec, os_creator)?,
+                        false,
+                    ))
+                }
+            }
+            Location::Posix(_) => loop {
+                match self.create(location.clone(), value) {
+                    Ok(shared) => return Ok((shared, true)),
+                    Err(Error::Sys(shm_sys::Error::AlreadyExists { .. })) => {}
+                    Err(other) => return Err(other),
+                }
+                match self.open(location.clone()) {
+                    Ok(shared) => return Ok((shared, false)),
+                    // Unlinked between our create and open: try again.
+                    Err(Error::Sys(shm_sys::Error::NotFound { .. })) => continue,
+                    Err(other) => return Err(other),
+                }
+            },
+            Location::Private | Location::Heap => self.create(location, value).map(|s| (s, true)),
+            Location::Id(_) => self.open(location).map(|s| (s, false)),
+        }
+    }
+
+    /// Initialises a blank heap (or other) region as a `Shared<T>`.
+    pub fn create_in(&self, region: Region, value: T) -> Result<Shared<T>> {
+        let spec = self.checked_spec(&Location::Heap)?;
+        self.finish_create(region, Backend::Heap, Location::Heap, &spec, value)
+    }
+
+    /// Opens a region that holds a `Shared<T>` (validating its header).
+    pub fn open_in(&self, region: Region) -> Result<Shared<T>> {
+        let spec = self.checked_spec(&Location::Heap)?;
+        self.finish_open(region, Backend::Heap, Location::Heap, &spec, None)
+    }
+}
+
+fn sysv_key(location: &Location) -> Result<Key> {
+    match location {
+        Location::Key(key) => Ok(*key),
+        Location::Ftok(path, project) => Ok(Key::ftok(path, *project)?),
+        _ => unreachable!("only called for key locations"),
+    }
+}
+
+/// Makes the OS object for a new segment and maps it.
+fn create_backend(
+    location: &Location,
+    len: usize,
+    mode: Mode,
+) -> Result<(Region, Backend, Location)> {
+    match location {
+        Location::Key(_) | Location::Ftok(..) | Location::Private => {
+            let key = match location {
+                Location::Private => Key::PRIVATE,
+                other => sysv_key(other)?,
+            };
+            let segment = Segment::options(key).size(len).mode(mode).create()?;
+            let mapping = match segment.attach() {
+                Ok(mapping) => mapping,
+                Err(error) => {
+                    let _ = segment.remove();
+                    return Err(error.into());
+                }
+            };
+            // A private segment is found by id from now on.
+            let location = match location {
+                Location::Private => Location::Id(segment.id()),
+                other => other.clone(),
+            };
+            Ok((
+                Region::from_mapping(mapping),
+                Backend::SysV(segment),
+                location,
+            ))
+        }
+        Location::Posix(name) => {
+            let object = PosixSegment::create_with_mode(name, len, mode)?;
+            let mapping = match object.map() {
+                Ok(mapping) => mapping,
+                Err(error) => {
+                    let _ = PosixSegment::unlink(name);
+                    return Err(error.into());
+                }
+            };
+            Ok((
+                Region::from_mapping(mapping),
+                Backend::Posix(object.name().to_owned()),
+                location.clone(),
+            ))
+        }
+        Location::Id(_) => Err(Error::Unsupported {
+            location: location.clone(),
+            what: "cannot create a segment by id; use Location::Private".into(),
+        }),
+        Location::Heap => Ok((Region::heap(len), Backend::Heap, Location::Heap)),
+    }
+}
+
+/// Opens and maps an existing segment; also returns the OS's creator pid when it
+/// knows one (System V).
+fn open_backend(
+    location: &Location,
+    access: Access,
+    len: usize,
+    init_timeout: Duration,
+) -> Result<(Region, Backend, Option<u32>)> {
+    match location {
+        Location::Key(_) | Location::Ftok(..) | Location::Id(_) => {
+            let segment = match location {
+                Location::Id(id) => Segment::from_id(*id)?,
+                other => Segment::options(sysv_key(other)?).access(access).open()?,
+            };
+            let mapping = match access {
+                Access::ReadWrite => segment.attach()?,
+                Access::ReadOnly => segment.attach_read_only()?,
+            };
+            let os_creator = segment.stat().ok().map(|info| info.cpid);
+            Ok((
+                Region::from_mapping(mapping),
+                Backend::SysV(segment),
+                os_creator,
+            ))
+        }
+        Location::Posix(name) => {
+            let object = match access {
+                Access::ReadWrite => PosixSegment::open(name)?,
+                Access::ReadOnly => PosixSegment::open_read_only(name)?,
+            };
+            // A creator sizes the object right after creating it: wait for that.
+            let started = std::time::Instant::now();
+            while object.size()? < len.min(PAYLOAD_OFFSET) && started.elapsed() < init_timeout {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let mapping = match access {
+                Access::ReadWrite => object.map(),
+                Access::ReadOnly => object.map_read_only(),
+            }
+            .map_err(|error| match error {
+                shm_sys::Error::InvalidSize { .. } => Error::TooSmall {
+                    location: location.clone(),
+                    needed: len,
+                    found: 0,
+                },
+                other => other.into(),
+            })?;
+            Ok((
+                Region::from_mapping(mapping),
+                Backend::Posix(object.name().to_owned()),
+                None,
+            ))
+        }
+        Location::Private => Err(Error::Unsupported {
+            location: location.clone(),
+            what: "IPC_PRIVATE names no existing segment; open it by Location::Id".into(),
+        }),
+        Location::Heap => Err(Error::Unsupported {
+            location: location.clone(),
+            what: "a heap region is opened with SharedOptions::open_in".into(),
+        }),
+    }
+}
+
+/// One `Pod` value in shared memory, found by key, path, id or name from any
+/// process, checked against `T` on open, and guarded by a robust in-segment lock.
+///
+/// ```
+/// use shm_typed::{Location, Shared};
+///
+/// let counter = Shared::<u64>::create(Location::Private, 0)?;
+/// // Another process would open it with Shared::<u64>::open(Location::Id(id)).
+/// let id = counter.location().clone();
+/// let same = Shared::<u64>::open(id)?;
+///
+/// *counter.lock()? += 5;
+/// same.update(|n| *n *= 2)?;
+/// assert_eq!(counter.load()?, 10);
+/// counter.remove()?;
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+///
+/// Dropping a `Shared` unmaps it; the segment stays until [`remove`](Shared::remove).
+pub struct Shared<T> {
+    region: Region,
+    backend: Backend,
+    location: Location,
+    lock_timeout: Option<Duration>,
+    _type: PhantomData<T>,
+}
+
+impl<T: Pod> Shared<T> {
+    /// Options: type name, mode, timeouts.
+    pub fn options() -> SharedOptions<T> {
+        SharedOptions::new()
+    }
+
+    /// Creates a new segment holding `value`, with default options.
+    pub fn create(location: impl Into<Location>, value: T) -> Result<Shared<T>> {
+        Shared::options().create(location, value)
+    }
+
+    /// Opens an existing segment, with default options.
+    pub fn open(location: impl Into<Location>) -> Result<Shared<T>> {
+        Shared::options().open(location)
+    }
+
+    /// Opens an existing segment read-only, with default options.
+    pub fn open_read_only(location: impl Into<Location>) -> Result<Shared<T>> {
+        Shared::options().open_read_only(location)
+    }
+
+    /// Opens or creates, with default options; the flag says whether this call created.
+    pub fn open_or_create(location: impl Into<Location>, value: T) -> Result<(Shared<T>, bool)> {
+        Shared::options().open_or_create(location, value)
+    }
+
+    /// Where the segment is: for a segment created as [`Location::Private`], its
+    /// [`Location::Id`], which other processes open.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The region holding the segment.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The segment's lock.
+    pub fn mutex(&self) -> &ShmMutex {
+        header::lock_of(&self.region)
+    }
+
+    fn payload(&self) -> *mut T {
+        // PAYLOAD_OFFSET + size_of::<T>() <= len was validated on open/create, and
+        // PAYLOAD_OFFSET is 128-aligned in a page-aligned region, align_of::<T>() <= 128.
+        self.region
+            .pointer(
+                PAYLOAD_OFFSET,
+                std::mem::size_of::<T>(),
+                std::mem::align_of::<T>(),
+            )
+            .expect("payload validated on open")
+            .cast()
+    }
+
+    fn lock_error(&self, failure: LockFailure, waited: Option<Duration>) -> Error {
+        let location = self.location.clone();
+        match failure {
+            LockFailure::Poisoned => Error::Poisoned { location },
+            LockFailure::Timeout { holder } => Error::LockTimeout {
+                location,
+                waited: waited.unwrap_or_default(),
+                holder,
+            },
+            LockFailure::WouldBlock { holder } => Error::WouldBlock { location, holder },
+            LockFailure::ForeignNamespace {
+                holder,
+                ours,
+                theirs,
+            } => Error::ForeignNamespace {
+                location,
+                holder,
+                ours,
+                theirs,
+            },
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.region.is_read_only() {
+            return Err(Error::ReadOnly {
+                location: self.location.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the lock, waiting as long as the options say (default: no limit; a
+    /// dead holder is detected within about 10 ms and taken over).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::LockTimeout`], [`Error::ForeignNamespace`],
+    /// [`Error::ReadOnly`].
+    pub fn lock(&self) -> Result<SharedGuard<'_, T>> {
+        self.lock_timeout(self.lock_timeout)
+    }
+
+    /// Takes the lock, waiting at most `timeout` (`None`: no limit).
+    pub fn lock_timeout(&self, timeout: Option<Duration>) -> Result<SharedGuard<'_, T>> {
+        self.writable()?;
+        let acquired = self
+            .mutex()
+            .acquire(timeout)
+            .map_err(|failure| self.lock_error(failure, timeout))?;
+        Ok(SharedGuard::new(self, acquired.owner_died))
+    }
+
+    /// Takes the lock if no live thread holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] naming the holder, [`Error::Poisoned`], [`Error::ReadOnly`].
+    pub fn try_lock(&self) -> Result<SharedGuard<'_, T>> {
+        self.writable()?;
+        let acquired = self
+            .mutex()
+            .try_acquire()
+            .map_err(|failure| self.lock_error(failure, None))?;
+        Ok(SharedGuard::new(self, acquired.owner_died))
+    }
+
+    /// A copy of the value. Read-write handles take the lock; read-only handles
+    /// copy without it, retrying until no writer was active (seqlock), for at most
+    /// the lock timeout (default 1 s for read-only handles).
+    pub fn load(&self) -> Result<T> {
+        if self.region.is_read_only() {
+            let timeout = self.lock_timeout.unwrap_or(Duration::from_secs(1));
+            let mut bytes = T::zeroed();
+            self.mutex()
+                .read_consistent(timeout, || {
+                    self.region
+                        .read_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of_mut(&mut bytes));
+                })
+                .map_err(|failure| self.lock_error(failure, Some(timeout)))?;
+            return Ok(bytes);
+        }
+        let guard = self.lock()?;
+        Ok(*guard)
+    }
+
+    /// Replaces the value under the lock.
+    pub fn store(&self, value: T) -> Result<()> {
+        *self.lock()? = value;
+        Ok(())
+    }
+
+    /// Runs `change` on the value under the lock and returns its result.
+    pub fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let mut guard = self.lock()?;
+        Ok(change(&mut guard))
+    }
+
+    /// Clears poisoning after the caller repaired the value (or decided it is fine).
+    pub fn reset_poison(&self) -> Result<()> {
+        self.writable()?;
+        self.mutex().reset_poison();
+        Ok(())
+    }
+
+    /// `IPC_STAT` of the System V segment behind this value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for POSIX and heap segments.
+    pub fn stat(&self) -> Result<SegmentInfo> {
+        match &self.backend {
+            Backend::SysV(segment) => Ok(segment.stat()?),
+            _ => Err(Error::Unsupported {
+                location: self.location.clone(),
+                what: "IPC_STAT exists only for System V segments".into(),
+            }),
+        }
+    }
+
+    /// Removes the segment (`IPC_RMID`, or `shm_unlink` for POSIX). Mappings,
+    /// including this one, stay usable until dropped.
+    pub fn remove(&self) -> Result<()> {
+        match &self.backend {
+            Backend::SysV(segment) => segment.remove()?,
+            Backend::Posix(name) => PosixSegment::unlink(name)?,
+            Backend::Heap => {}
+        }
+        Ok(())
+    }
+}
+
+impl<T> fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("type", &std::any::type_name::<T>())
+            .field("location", &self.location)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// Exclusive access to a [`Shared<T>`]'s value while the lock is held.
+///
+/// If the previous holder died ([`owner_died`](SharedGuard::owner_died)), the value
+/// may be half-written: check or repair it, then call
+/// [`mark_consistent`](SharedGuard::mark_consistent). Dropping the guard without
+/// doing so poisons the lock.
+pub struct SharedGuard<'a, T: Pod> {
+    shared: &'a Shared<T>,
+    owner_died: bool,
+    /// The lock records this thread's id: the guard must stay on this thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a, T: Pod> SharedGuard<'a, T> {
+    fn new(shared: &'a Shared<T>, owner_died: bool) -> Self {
+        SharedGuard {
+            shared,
+            owner_died,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Whether the previous holder died holding the lock.
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+
+    /// Declares the value consistent after an owner-died acquisition.
+    pub fn mark_consistent(&mut self) {
+        if self.owner_died {
+            self.shared.mutex().mark_consistent();
+            self.owner_died = false;
+        }
+    }
+}
+
+impl<T: Pod> Deref for SharedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the payload is in bounds and aligned (validated on open); while
+        // the guard lives this thread holds the segment's lock, which every
+        // read-write peer takes before touching the value, so nobody writes it;
+        // T: Pod, so any bytes there are a valid T.
+        unsafe { &*self.shared.payload() }
+    }
+}
+
+impl<T: Pod> DerefMut for SharedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and the lock grants exclusive access; the mapping
+        // is writable (lock() refuses read-only handles).
+        unsafe { &mut *self.shared.payload() }
+    }
+}
+
+impl<T: Pod> Drop for SharedGuard<'_, T> {
+    fn drop(&mut self) {
+        let mutex = self.shared.mutex();
+        if self.owner_died {
+            mutex.poison();
+        }
+        mutex.release();
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for SharedGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedGuard")
+            .field("value", &**self)
+            .field("owner_died", &self.owner_died)
+            .finish()
+    }
+}

@@ -1,0 +1,197 @@
+//! The few OS facts this crate needs, all through rustix or `/proc`: the calling
+//! thread's id and start time, whether another task is alive, the pid namespace,
+//! and futex wait/wake on shared memory.
+//!
+//! Under Miri (which cannot make these calls) thread ids are made up per thread,
+//! start times and namespaces are constants, and every task counts as alive;
+//! tests that need a dead holder inject their own liveness check.
+
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// A task's start time, in clock ticks since boot (field 22 of `/proc/<tid>/stat`).
+/// 0 means unknown.
+pub(crate) type StartTime = u64;
+
+/// What `/proc` says about a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskState {
+    /// Running or sleeping, started at this time.
+    Alive(StartTime),
+    /// Exited and not yet reaped, or gone altogether.
+    Dead,
+}
+
+#[cfg(not(miri))]
+mod imp {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        static TID: Cell<u32> = const { Cell::new(0) };
+        static START: Cell<StartTime> = const { Cell::new(0) };
+    }
+
+    /// The calling thread's id, cached per thread (gettid is a syscall).
+    pub(crate) fn current_tid() -> u32 {
+        TID.with(|cached| {
+            if cached.get() == 0 {
+                cached.set(rustix::thread::gettid().as_raw_nonzero().get() as u32);
+            }
+            cached.get()
+        })
+    }
+
+    /// The calling thread's start time, cached per thread.
+    pub(crate) fn current_start_time() -> StartTime {
+        START.with(|cached| {
+            if cached.get() == 0 {
+                let start = match task_state(current_tid()) {
+                    TaskState::Alive(start) => start,
+                    TaskState::Dead => 0,
+                };
+                cached.set(start);
+            }
+            cached.get()
+        })
+    }
+
+    /// Reads `/proc/<tid>/stat`: `pid (comm) state ... starttime(22) ...`. The
+    /// command name may contain spaces and parentheses, so fields are counted
+    /// from the last `)`.
+    fn read_stat(tid: u32) -> Option<(char, StartTime)> {
+        let text = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+        let after_name = &text[text.rfind(')')? + 1..];
+        let mut fields = after_name.split_ascii_whitespace();
+        let state = fields.next()?.chars().next()?;
+        // After the name: state is field 3; starttime is field 22, 19 further on.
+        let start = fields.nth(18)?.parse().ok()?;
+        Some((state, start))
+    }
+
+    /// Whether the task `tid` exists and is not a zombie, and when it started.
+    ///
+    /// `kill(tid, 0)` tells whether the id names a task (`EPERM` means it does,
+    /// owned by someone else); a killed child that its parent has not reaped yet
+    /// still passes that test, so the state letter in `/proc` is checked too.
+    pub(crate) fn task_state(tid: u32) -> TaskState {
+        let Some(pid) = i32::try_from(tid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            return TaskState::Dead;
+        };
+        match rustix::process::test_kill_process(pid) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::SRCH) => return TaskState::Dead,
+            Err(_) => {} // EPERM: exists, belongs to another user.
+        }
+        match read_stat(tid) {
+            Some(('Z' | 'X' | 'x', _)) => TaskState::Dead,
+            Some((_, start)) => TaskState::Alive(start),
+            // The task vanished between the two checks.
+            None => TaskState::Dead,
+        }
+    }
+
+    /// The inode of `/proc/self/ns/pid`: equal for processes in the same pid
+    /// namespace. 0 if it cannot be read.
+    pub(crate) fn pid_namespace() -> u64 {
+        rustix::fs::stat("/proc/self/ns/pid").map_or(0, |stat| stat.st_ino)
+    }
+
+    /// The effective user id.
+    pub(crate) fn current_uid() -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+
+    /// The calling process's id.
+    pub(crate) fn current_pid() -> u32 {
+        rustix::process::getpid().as_raw_nonzero().get() as u32
+    }
+}
+
+#[cfg(miri)]
+mod imp {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    static NEXT_TID: AtomicU32 = AtomicU32::new(1000);
+    thread_local! {
+        static TID: u32 = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn current_tid() -> u32 {
+        TID.with(|tid| *tid)
+    }
+    pub(crate) fn current_start_time() -> StartTime {
+        1
+    }
+    pub(crate) fn task_state(_tid: u32) -> TaskState {
+        TaskState::Alive(1)
+    }
+    pub(crate) fn pid_namespace() -> u64 {
+        1
+    }
+    pub(crate) fn current_uid() -> u32 {
+        0
+    }
+    pub(crate) fn current_pid() -> u32 {
+        999
+    }
+}
+
+pub(crate) use imp::{
+    current_pid, current_start_time, current_tid, current_uid, pid_namespace, task_state,
+};
+
+/// Sleeps while `word` holds `expected`, for at most `timeout`; returns early on a
+/// wake, a spurious wake-up or a changed value. The futex is shared (never
+/// `FUTEX_PRIVATE_FLAG`), so wakes from other processes reach us.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let timeout = rustix::thread::futex::Timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    // EAGAIN (value changed), EINTR and ETIMEDOUT all mean: look again.
+    let _ = rustix::thread::futex::wait(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        Some(&timeout),
+    );
+}
+
+/// Wakes up to `count` waiters sleeping on `word`, in any process.
+pub(crate) fn futex_wake(word: &AtomicU32, count: u32) {
+    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), count);
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_thread_is_alive_with_a_stable_start_time() {
+        let tid = current_tid();
+        assert_eq!(tid, rustix::thread::gettid().as_raw_nonzero().get() as u32);
+        let start = current_start_time();
+        assert!(start > 0);
+        assert_eq!(task_state(tid), TaskState::Alive(start));
+        let other = std::thread::spawn(current_tid).join().unwrap();
+        assert_ne!(other, tid);
+        // That thread has exited: its id names nothing now (or, rarely, a new task
+        // with a later start time).
+        match task_state(other) {
+            TaskState::Dead => {}
+            TaskState::Alive(later) => assert!(later >= start),
+        }
+    }
+
+    #[test]
+    fn impossible_ids_are_dead() {
+        assert_eq!(task_state(0), TaskState::Dead);
+        assert_eq!(task_state(u32::MAX), TaskState::Dead);
+        assert_eq!(task_state(0x3fff_ffff), TaskState::Dead);
+    }
+}
