@@ -53,7 +53,13 @@ fn ftok_matches_glibc_on_1000_generated_pairs() {
         any::<bool>(),
         prop_oneof![Just(0), 1..=255i32, 256..=65535i32, any::<i32>()],
     );
-    let mut runner = TestRunner::new(ProptestConfig::with_cases(1000));
+    // At least 1000; .ci/long asks for more through PROPTEST_CASES.
+    let wanted = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(1000u32)
+        .max(1000);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(wanted));
     let cases = std::cell::Cell::new(0u32);
     runner
         .run(&strategy, |(file, system, use_system, project)| {
@@ -68,7 +74,7 @@ fn ftok_matches_glibc_on_1000_generated_pairs() {
             check(&path, project)
         })
         .unwrap_or_else(|failure| panic!("{failure}"));
-    assert!(cases.get() >= 1000, "ran {} cases", cases.get());
+    assert!(cases.get() >= wanted, "ran {} cases", cases.get());
 }
 
 #[test]

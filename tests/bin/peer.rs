@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use shm_sys::posix::{MemfdSegment, PosixSegment};
 use shm_sys::sysv::Segment;
 use shm_sys::{Error, Key};
+use shm_typed::{Header, Location, Shared};
 
 /// The byte a writer puts at `index`: distinct per position and per seed.
 fn pattern(seed: u8, index: usize) -> u8 {
@@ -166,6 +167,97 @@ fn run(args: &[String]) -> Result<(), String> {
                 Ok(()) => say("shrink Ok"),
                 Err(error) => say(&format!("shrink {}", error_kind(&error))),
             }
+            Ok(())
+        }
+        // typed-counter ID ROUNDS: add 1 under the lock ROUNDS times, after "go".
+        "typed-counter" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let rounds: u64 = parse(args, 2, "rounds")?;
+            let counter = Shared::<u64>::open(Location::Id(id)).map_err(|e| e.to_string())?;
+            say("ready");
+            wait_for_go();
+            for _ in 0..rounds {
+                *counter.lock().map_err(|e| e.to_string())? += 1;
+            }
+            say("done");
+            Ok(())
+        }
+        // typed-hold-lock ID: take the lock, say so, and hold it until killed.
+        "typed-hold-lock" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let value = Shared::<u64>::open(Location::Id(id)).map_err(|e| e.to_string())?;
+            let mut guard = value.lock().map_err(|e| e.to_string())?;
+            *guard += 1; // a write in progress when we die
+            say("locked");
+            wait_for_go();
+            drop(guard);
+            Err("expected to be killed while holding the lock".into())
+        }
+        // typed-open-or-create: for each key read from stdin, open_or_create a
+        // Shared<[u64; 4]> there and report who initialised it and the header's
+        // creator record; stop at end of input.
+        "typed-open-or-create" => {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    return Ok(());
+                }
+                let key: i32 = line
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad key {line:?}"))?;
+                let me = std::process::id() as u64;
+                let (shared, created) =
+                    Shared::<[u64; 4]>::open_or_create(Key::new(key), [me, 1, 2, 3])
+                        .map_err(|e| e.to_string())?;
+                let header = Header::read_from(shared.region()).ok_or("no header")?;
+                let value = shared.load().map_err(|e| e.to_string())?;
+                say(&format!(
+                    "{} creator={} start={} ns={} value0={} state={}",
+                    if created { "created" } else { "opened" },
+                    header.creator.pid,
+                    header.creator.start_time,
+                    header.creator.pid_namespace,
+                    value[0],
+                    header.state,
+                ));
+            }
+        }
+        // typed-contend ID: for each line N on stdin, lock/increment/unlock N
+        // times, then say "done"; stop at end of input.
+        "typed-contend" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let counter = Shared::<u64>::open(Location::Id(id)).map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            say("ready");
+            while std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?
+                > 0
+            {
+                let rounds: u64 = line
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad count {line:?}"))?;
+                line.clear();
+                for _ in 0..rounds {
+                    *counter.lock().map_err(|e| e.to_string())? += 1;
+                }
+                say("done");
+            }
+            Ok(())
+        }
+        // idle: report our pid and wait for stdin to close.
+        "idle" => {
+            say(&format!("pid {}", std::process::id()));
+            wait_for_go();
             Ok(())
         }
         other => Err(format!("unknown role {other:?}")),

@@ -99,8 +99,18 @@ impl Peer {
 
     /// Lets a peer waiting on stdin go on.
     pub fn go(&mut self) {
+        self.send("go");
+    }
+
+    /// Sends SIGKILL (without reaping: the peer stays a zombie until [`Peer::wait`]).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+    }
+
+    /// Sends a line to the peer.
+    pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(b"go\n").expect("writing to peer");
+        writeln!(stdin, "{line}").expect("writing to peer");
         stdin.flush().expect("flushing peer stdin");
     }
 

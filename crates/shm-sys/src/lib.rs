@@ -56,8 +56,3 @@ pub use error::{Errno, Error, Result, Target};
 pub use key::Key;
 pub use mapping::Mapping;
 pub use mode::Mode;
-
-/// The README's example, compiled and run as a doc-test so it cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

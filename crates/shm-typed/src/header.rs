@@ -268,6 +268,7 @@ fn atomic_u32(region: &Region, offset: usize) -> &AtomicU32 {
 }
 
 /// The segment's lock.
+#[inline]
 pub(crate) fn lock_of(region: &Region) -> &ShmMutex {
     let pointer = region
         .pointer(LOCK_OFFSET, std::mem::size_of::<ShmMutex>(), 128)

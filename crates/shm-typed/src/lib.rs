@@ -101,6 +101,8 @@ mod lock;
 mod region;
 mod shared;
 mod sys;
+#[cfg(test)]
+mod tests;
 
 pub use error::{Error, Location, Result, TypeDescription};
 pub use header::{
@@ -112,3 +114,8 @@ pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
 pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;
+
+/// The README's examples, compiled and run as doc-tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

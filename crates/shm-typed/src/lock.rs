@@ -166,6 +166,7 @@ impl ShmMutex {
     ///
     /// [`LockFailure::Poisoned`], [`LockFailure::Timeout`], or
     /// [`LockFailure::ForeignNamespace`] when the holder cannot be checked.
+    #[inline]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Acquired, LockFailure> {
         self.acquire_with(timeout, true, &holder_is_dead)
     }
@@ -177,8 +178,21 @@ impl ShmMutex {
     ///
     /// [`LockFailure::WouldBlock`] if a live thread holds it,
     /// [`LockFailure::Poisoned`] if it is poisoned.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Acquired, LockFailure> {
         self.try_acquire_with(true, &holder_is_dead)
+    }
+
+    /// The uncontended path alone: one CAS and the bookkeeping, small enough to
+    /// inline into callers. `None` means "take the full path" (contended, or
+    /// poisoned: the full path reports that).
+    #[inline]
+    pub(crate) fn acquire_uncontended(&self) -> Option<Acquired> {
+        let tid = sys::current_tid();
+        self.word
+            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        self.acquired(true).ok()
     }
 
     pub(crate) fn try_acquire_with(
@@ -209,6 +223,7 @@ impl ShmMutex {
     }
 
     /// The lock with an injectable liveness check (tests simulate dead holders).
+    #[inline]
     pub(crate) fn acquire_with(
         &self,
         timeout: Option<Duration>,
@@ -340,6 +355,7 @@ impl ShmMutex {
     }
 
     /// Bookkeeping right after winning the lock word.
+    #[inline]
     fn acquired(&self, honor_poison: bool) -> Result<Acquired, LockFailure> {
         self.owner_start
             .store(sys::current_start_time(), Ordering::Relaxed);
@@ -366,6 +382,7 @@ impl ShmMutex {
     /// The caller must hold it (this is what the guards of this crate call on
     /// drop); releasing a lock held by another thread breaks mutual exclusion but
     /// not memory safety of this struct, which is all atomics.
+    #[inline]
     pub fn release(&self) {
         let sequence = self.sequence.load(Ordering::Relaxed);
         if sequence % 2 == 1 {

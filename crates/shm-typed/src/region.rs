@@ -100,6 +100,7 @@ impl Region {
     }
 
     /// Whether writes are forbidden (a read-only attachment).
+    #[inline]
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
@@ -114,6 +115,7 @@ impl Region {
 
     /// A pointer to `offset`, if `offset + size` fits and `offset` is a multiple
     /// of `align`.
+    #[inline]
     pub(crate) fn pointer(&self, offset: usize, size: usize, align: usize) -> Option<*mut u8> {
         let end = offset.checked_add(size)?;
         if end > self.len || offset % align != 0 {

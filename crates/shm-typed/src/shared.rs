@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -141,19 +142,17 @@ impl<T: Pod> SharedOptions<T> {
         let created = header::initialize(&region, &location, spec, |region| {
             region.write_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of(&value));
         });
-        let shared = Shared {
+        if let Err(error) = created {
+            // Do not leave a half-made segment behind.
+            let _ = remove_backend(&backend);
+            return Err(error);
+        }
+        Ok(Shared::from_parts(
             region,
             backend,
             location,
-            lock_timeout: self.lock_timeout,
-            _type: PhantomData,
-        };
-        if let Err(error) = created {
-            // Do not leave a half-made segment behind.
-            let _ = shared.remove();
-            return Err(error);
-        }
-        Ok(shared)
+            self.lock_timeout,
+        ))
     }
 
     /// Opens the existing segment at `location` for reading and writing, checking
@@ -198,13 +197,12 @@ impl<T: Pod> SharedOptions<T> {
                 os_creator,
             },
         )?;
-        Ok(Shared {
+        Ok(Shared::from_parts(
             region,
             backend,
             location,
-            lock_timeout: self.lock_timeout,
-            _type: PhantomData,
-        })
+            self.lock_timeout,
+        ))
     }
 
     /// Opens the segment at `location`, or creates it holding `value` if there is
@@ -269,6 +267,15 @@ impl<T: Pod> SharedOptions<T> {
         let spec = self.checked_spec(&Location::Heap)?;
         self.finish_open(region, Backend::Heap, Location::Heap, &spec, None)
     }
+}
+
+fn remove_backend(backend: &Backend) -> Result<()> {
+    match backend {
+        Backend::SysV(segment) => segment.remove()?,
+        Backend::Posix(name) => PosixSegment::unlink(name)?,
+        Backend::Heap => {}
+    }
+    Ok(())
 }
 
 fn sysv_key(location: &Location) -> Result<Key> {
@@ -417,14 +424,51 @@ fn open_backend(
 ///
 /// Dropping a `Shared` unmaps it; the segment stays until [`remove`](Shared::remove).
 pub struct Shared<T> {
+    /// The segment's lock, inside `region` (checked when the handle was made).
+    mutex: NonNull<ShmMutex>,
+    /// The value, inside `region`, aligned (checked when the handle was made).
+    value: NonNull<T>,
     region: Region,
     backend: Backend,
     location: Location,
     lock_timeout: Option<Duration>,
-    _type: PhantomData<T>,
 }
 
+// SAFETY: the pointers point into `region`, which the handle owns and which is
+// valid process-wide; the value is only touched under the lock (or through atomic
+// copies), so a handle may move to another thread like a Mutex<T> may.
+unsafe impl<T: Send> Send for Shared<T> {}
+// SAFETY: shared use goes through the lock, which hands `&mut T` to one thread at
+// a time: the Mutex<T> rule, Sync when T is Send.
+unsafe impl<T: Send> Sync for Shared<T> {}
+
 impl<T: Pod> Shared<T> {
+    /// Wraps a region whose length the caller checked against the spec: the lock
+    /// and the value fit (`PAYLOAD_OFFSET + size_of::<T>() <= len`).
+    fn from_parts(
+        region: Region,
+        backend: Backend,
+        location: Location,
+        lock_timeout: Option<Duration>,
+    ) -> Shared<T> {
+        let mutex = header::lock_of(&region) as *const ShmMutex;
+        let value = region
+            .pointer(
+                PAYLOAD_OFFSET,
+                std::mem::size_of::<T>(),
+                std::mem::align_of::<T>(),
+            )
+            .expect("payload inside the region");
+        Shared {
+            mutex: NonNull::new(mutex.cast_mut()).expect("non-null"),
+            value: NonNull::new(value.cast()).expect("non-null"),
+            region,
+            backend,
+            location,
+            lock_timeout,
+        }
+    }
+
     /// Options: type name, mode, timeouts.
     pub fn options() -> SharedOptions<T> {
         SharedOptions::new()
@@ -461,24 +505,23 @@ impl<T: Pod> Shared<T> {
         &self.region
     }
 
-    /// The segment's lock.
-    pub fn mutex(&self) -> &ShmMutex {
-        header::lock_of(&self.region)
-    }
-
-    fn payload(&self) -> *mut T {
-        // PAYLOAD_OFFSET + size_of::<T>() <= len was validated on open/create, and
-        // PAYLOAD_OFFSET is 128-aligned in a page-aligned region, align_of::<T>() <= 128.
+    /// Gives up the handle and returns its region (to reopen a heap region with
+    /// [`SharedOptions::open_in`], for example).
+    pub fn into_region(self) -> Region {
         self.region
-            .pointer(
-                PAYLOAD_OFFSET,
-                std::mem::size_of::<T>(),
-                std::mem::align_of::<T>(),
-            )
-            .expect("payload validated on open")
-            .cast()
     }
 
+    /// The segment's lock.
+    #[inline]
+    pub fn mutex(&self) -> &ShmMutex {
+        // SAFETY: points into the region this handle owns (checked in from_parts);
+        // ShmMutex is all atomics, so a shared reference is sound while other
+        // processes change it.
+        unsafe { self.mutex.as_ref() }
+    }
+
+    #[cold]
+    #[inline(never)]
     fn lock_error(&self, failure: LockFailure, waited: Option<Duration>) -> Error {
         let location = self.location.clone();
         match failure {
@@ -502,13 +545,20 @@ impl<T: Pod> Shared<T> {
         }
     }
 
+    #[inline]
     fn writable(&self) -> Result<()> {
         if self.region.is_read_only() {
-            return Err(Error::ReadOnly {
-                location: self.location.clone(),
-            });
+            return Err(self.read_only_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_only_error(&self) -> Error {
+        Error::ReadOnly {
+            location: self.location.clone(),
+        }
     }
 
     /// Takes the lock, waiting as long as the options say (default: no limit; a
@@ -518,7 +568,13 @@ impl<T: Pod> Shared<T> {
     ///
     /// [`Error::Poisoned`], [`Error::LockTimeout`], [`Error::ForeignNamespace`],
     /// [`Error::ReadOnly`].
+    #[inline]
     pub fn lock(&self) -> Result<SharedGuard<'_, T>> {
+        if !self.region.is_read_only() {
+            if let Some(acquired) = self.mutex().acquire_uncontended() {
+                return Ok(SharedGuard::new(self, acquired.owner_died));
+            }
+        }
         self.lock_timeout(self.lock_timeout)
     }
 
@@ -549,29 +605,37 @@ impl<T: Pod> Shared<T> {
     /// A copy of the value. Read-write handles take the lock; read-only handles
     /// copy without it, retrying until no writer was active (seqlock), for at most
     /// the lock timeout (default 1 s for read-only handles).
+    #[inline]
     pub fn load(&self) -> Result<T> {
         if self.region.is_read_only() {
-            let timeout = self.lock_timeout.unwrap_or(Duration::from_secs(1));
-            let mut bytes = T::zeroed();
-            self.mutex()
-                .read_consistent(timeout, || {
-                    self.region
-                        .read_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of_mut(&mut bytes));
-                })
-                .map_err(|failure| self.lock_error(failure, Some(timeout)))?;
-            return Ok(bytes);
+            return self.load_without_lock();
         }
         let guard = self.lock()?;
         Ok(*guard)
     }
 
+    /// The read-only path of [`load`](Shared::load): a seqlock copy.
+    fn load_without_lock(&self) -> Result<T> {
+        let timeout = self.lock_timeout.unwrap_or(Duration::from_secs(1));
+        let mut value = T::zeroed();
+        self.mutex()
+            .read_consistent(timeout, || {
+                self.region
+                    .read_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of_mut(&mut value));
+            })
+            .map_err(|failure| self.lock_error(failure, Some(timeout)))?;
+        Ok(value)
+    }
+
     /// Replaces the value under the lock.
+    #[inline]
     pub fn store(&self, value: T) -> Result<()> {
         *self.lock()? = value;
         Ok(())
     }
 
     /// Runs `change` on the value under the lock and returns its result.
+    #[inline]
     pub fn update<R>(&self, change: impl FnOnce(&mut T) -> R) -> Result<R> {
         let mut guard = self.lock()?;
         Ok(change(&mut guard))
@@ -602,12 +666,7 @@ impl<T: Pod> Shared<T> {
     /// Removes the segment (`IPC_RMID`, or `shm_unlink` for POSIX). Mappings,
     /// including this one, stay usable until dropped.
     pub fn remove(&self) -> Result<()> {
-        match &self.backend {
-            Backend::SysV(segment) => segment.remove()?,
-            Backend::Posix(name) => PosixSegment::unlink(name)?,
-            Backend::Heap => {}
-        }
-        Ok(())
+        remove_backend(&self.backend)
     }
 }
 
@@ -635,6 +694,7 @@ pub struct SharedGuard<'a, T: Pod> {
 }
 
 impl<'a, T: Pod> SharedGuard<'a, T> {
+    #[inline]
     fn new(shared: &'a Shared<T>, owner_died: bool) -> Self {
         SharedGuard {
             shared,
@@ -659,24 +719,27 @@ impl<'a, T: Pod> SharedGuard<'a, T> {
 
 impl<T: Pod> Deref for SharedGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the payload is in bounds and aligned (validated on open); while
+        // SAFETY: the value is in bounds and aligned (checked in from_parts); while
         // the guard lives this thread holds the segment's lock, which every
         // read-write peer takes before touching the value, so nobody writes it;
         // T: Pod, so any bytes there are a valid T.
-        unsafe { &*self.shared.payload() }
+        unsafe { self.shared.value.as_ref() }
     }
 }
 
 impl<T: Pod> DerefMut for SharedGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and the lock grants exclusive access; the mapping
         // is writable (lock() refuses read-only handles).
-        unsafe { &mut *self.shared.payload() }
+        unsafe { &mut *self.shared.value.as_ptr() }
     }
 }
 
 impl<T: Pod> Drop for SharedGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         let mutex = self.shared.mutex();
         if self.owner_died {

@@ -33,6 +33,7 @@ mod imp {
     }
 
     /// The calling thread's id, cached per thread (gettid is a syscall).
+    #[inline]
     pub(crate) fn current_tid() -> u32 {
         TID.with(|cached| {
             if cached.get() == 0 {
@@ -43,6 +44,7 @@ mod imp {
     }
 
     /// The calling thread's start time, cached per thread.
+    #[inline]
     pub(crate) fn current_start_time() -> StartTime {
         START.with(|cached| {
             if cached.get() == 0 {

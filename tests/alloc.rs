@@ -1,0 +1,81 @@
+//! No heap allocation on lock, unlock, load or store: a counting global
+//! allocator watches this test binary, which holds this one test only (so no
+//! other test allocates while it counts).
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use shm_typed::{Location, Shared};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller upholds GlobalAlloc's contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(work: impl FnOnce()) -> usize {
+    ALLOCATIONS.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    work();
+    COUNTING.store(false, Ordering::Relaxed);
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+#[test]
+fn lock_unlock_load_and_store_do_not_allocate() {
+    let shared = Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create");
+    let _remove = support::RemoveOnDrop(
+        shm_sys::sysv::Segment::from_id(match shared.location() {
+            Location::Id(id) => *id,
+            other => panic!("{other:?}"),
+        })
+        .unwrap(),
+    );
+    let reader = Shared::<[u8; 64]>::open_read_only(shared.location().clone()).expect("open");
+    // Warm up: the first lock in a thread caches its id and start time.
+    drop(shared.lock().unwrap());
+
+    // The check itself must be able to fail: a Vec does allocate.
+    assert!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 10]))) > 0);
+
+    let count = allocations_during(|| {
+        for round in 0..1000u32 {
+            let mut guard = shared.lock().unwrap();
+            guard[0] = round as u8;
+            drop(guard);
+            shared.store([round as u8; 64]).unwrap();
+            let value = shared.load().unwrap();
+            std::hint::black_box(value);
+            let seen = reader.load().unwrap();
+            std::hint::black_box(seen);
+            shared.update(|v| v[1] = 1).unwrap();
+        }
+    });
+    assert_eq!(count, 0, "allocations on the lock/load/store paths");
+}
