@@ -366,18 +366,24 @@ fn huge_pages_and_no_reserve_where_the_kernel_allows() {
 fn attach_at_a_requested_address() {
     let segment = RemoveOnDrop(Segment::create_private(4096).expect("create"));
     // Find a free, page-aligned address: where the kernel put a first attach.
-    let first = segment.attach().expect("attach");
-    let address = NonNull::new(first.as_ptr().cast_mut()).unwrap();
-    // While it is mapped, the range is taken and must be refused, not replaced.
-    let err = segment
-        .attach_with(Access::ReadWrite, Some(address))
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
-    first.detach().expect("detach");
-
-    let again = segment
-        .attach_with(Access::ReadOnly, Some(address))
-        .expect("attach at the freed address");
+    // Other test threads map memory too and may take the address between our
+    // detach and re-attach, so try a few times.
+    let mut attempts = 0;
+    let (address, again) = loop {
+        let first = segment.attach().expect("attach");
+        let address = NonNull::new(first.as_ptr().cast_mut()).unwrap();
+        // While it is mapped, the range is taken and must be refused, not replaced.
+        let err = segment
+            .attach_with(Access::ReadWrite, Some(address))
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+        first.detach().expect("detach");
+        match segment.attach_with(Access::ReadOnly, Some(address)) {
+            Ok(again) => break (address, again),
+            Err(Error::InvalidArgument { .. }) if attempts < 50 => attempts += 1,
+            Err(other) => panic!("attach at the freed address: {other:?}"),
+        }
+    };
     assert_eq!(again.as_ptr(), address.as_ptr().cast_const());
     assert!(again.is_read_only());
 
