@@ -52,7 +52,7 @@ fn uncontended(c: &mut Criterion) {
         b.iter(|| *shared.0.lock().unwrap() += 1)
     });
     group.bench_function("shm-typed ShmMutex acquire+release", |b| {
-        let mutex = shared.0.mutex();
+        let mutex = shared.0.mutex().expect("a read-write handle");
         b.iter(|| {
             let acquired = mutex.acquire(None).unwrap();
             black_box(acquired.owner_died);

@@ -162,6 +162,25 @@ fn lock_word_naming_a_live_unrelated_task_with_another_start_time_is_a_dead_hold
 }
 
 #[test]
+fn lock_in_a_forked_child_records_the_childs_thread_not_the_parents() {
+    // Regression: thread ids are cached per thread; a fork copied the parent's
+    // cache into the child, whose lock word then named the parent's thread.
+    let (_value, id) = private(0u64);
+    let mut peer = Peer::start(&["typed-fork", &id.to_string()]);
+    let line = peer.expect_line("fork-child");
+    peer.wait_success();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let tid = fields[1].strip_prefix("tid=").unwrap();
+    let holder = fields[2].strip_prefix("holder=").unwrap();
+    assert_eq!(tid, holder, "{line}");
+    assert_ne!(
+        tid,
+        peer.pid().to_string(),
+        "the child has its own id: {line}"
+    );
+}
+
+#[test]
 fn try_lock_names_a_live_holder() {
     let (value, _) = private(0u64);
     let guard = value.lock().unwrap();

@@ -254,6 +254,45 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
+        // typed-fork ID: lock once (filling the per-thread caches), fork, and in
+        // the child lock again: the lock word must name the child's thread, not
+        // the parent's. Reports "fork-child tid=<gettid> holder=<lock word tid>".
+        "typed-fork" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let value = Shared::<u64>::open(Location::Id(id)).map_err(|e| e.to_string())?;
+            drop(value.lock().map_err(|e| e.to_string())?);
+            // SAFETY: this process is single-threaded, so the child may do
+            // anything the parent could; it ends with _exit.
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            if child == 0 {
+                let code = match value.lock() {
+                    Ok(guard) => {
+                        let holder = value.lock_holder().map_or(0, |h| h.tid);
+                        // SAFETY: gettid has no preconditions.
+                        let tid = unsafe { libc::gettid() };
+                        drop(guard);
+                        say(&format!("fork-child tid={tid} holder={holder}"));
+                        0
+                    }
+                    Err(error) => {
+                        say(&format!("fork-child error {error}"));
+                        1
+                    }
+                };
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child; `status` is a valid out pointer.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            if status != 0 {
+                return Err(format!("fork child exited with status {status}"));
+            }
+            Ok(())
+        }
         // idle: report our pid and wait for stdin to close.
         "idle" => {
             say(&format!("pid {}", std::process::id()));

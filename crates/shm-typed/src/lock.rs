@@ -186,7 +186,7 @@ impl ShmMutex {
     /// The uncontended path alone: one CAS and the bookkeeping, small enough to
     /// inline into callers. `None` means "take the full path" (contended, or
     /// poisoned: the full path reports that).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire_uncontended(&self) -> Option<Acquired> {
         let tid = sys::current_tid();
         self.word
@@ -355,7 +355,7 @@ impl ShmMutex {
     }
 
     /// Bookkeeping right after winning the lock word.
-    #[inline]
+    #[inline(always)]
     fn acquired(&self, honor_poison: bool) -> Result<Acquired, LockFailure> {
         self.owner_start
             .store(sys::current_start_time(), Ordering::Relaxed);
@@ -382,7 +382,7 @@ impl ShmMutex {
     /// The caller must hold it (this is what the guards of this crate call on
     /// drop); releasing a lock held by another thread breaks mutual exclusion but
     /// not memory safety of this struct, which is all atomics.
-    #[inline]
+    #[inline(always)]
     pub fn release(&self) {
         let sequence = self.sequence.load(Ordering::Relaxed);
         if sequence % 2 == 1 {

@@ -13,7 +13,7 @@ use shm_sys::{Key, Mode};
 
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
-use crate::lock::{LockFailure, ShmMutex};
+use crate::lock::{Holder, LockFailure, ShmMutex};
 use crate::region::Region;
 
 /// The OS object behind a [`Shared`], for `stat` and `remove`.
@@ -511,13 +511,31 @@ impl<T: Pod> Shared<T> {
         self.region
     }
 
-    /// The segment's lock.
+    /// The segment's lock, inside the segment; for this crate's own use, which
+    /// only loads from it on read-only handles.
     #[inline]
-    pub fn mutex(&self) -> &ShmMutex {
+    fn raw_mutex(&self) -> &ShmMutex {
         // SAFETY: points into the region this handle owns (checked in from_parts);
         // ShmMutex is all atomics, so a shared reference is sound while other
         // processes change it.
         unsafe { self.mutex.as_ref() }
+    }
+
+    /// The segment's lock, for read-write handles. `None` for read-only ones:
+    /// the lock's operations write to it, and an atomic write to read-only
+    /// memory is undefined behaviour, not just a fault.
+    pub fn mutex(&self) -> Option<&ShmMutex> {
+        (!self.region.is_read_only()).then(|| self.raw_mutex())
+    }
+
+    /// The thread holding the lock, if any (works on read-only handles too).
+    pub fn lock_holder(&self) -> Option<Holder> {
+        self.raw_mutex().holder()
+    }
+
+    /// Whether the lock is poisoned (works on read-only handles too).
+    pub fn is_poisoned(&self) -> bool {
+        self.raw_mutex().is_poisoned()
     }
 
     #[cold]
@@ -571,7 +589,7 @@ impl<T: Pod> Shared<T> {
     #[inline]
     pub fn lock(&self) -> Result<SharedGuard<'_, T>> {
         if !self.region.is_read_only() {
-            if let Some(acquired) = self.mutex().acquire_uncontended() {
+            if let Some(acquired) = self.raw_mutex().acquire_uncontended() {
                 return Ok(SharedGuard::new(self, acquired.owner_died));
             }
         }
@@ -582,7 +600,7 @@ impl<T: Pod> Shared<T> {
     pub fn lock_timeout(&self, timeout: Option<Duration>) -> Result<SharedGuard<'_, T>> {
         self.writable()?;
         let acquired = self
-            .mutex()
+            .raw_mutex()
             .acquire(timeout)
             .map_err(|failure| self.lock_error(failure, timeout))?;
         Ok(SharedGuard::new(self, acquired.owner_died))
@@ -596,7 +614,7 @@ impl<T: Pod> Shared<T> {
     pub fn try_lock(&self) -> Result<SharedGuard<'_, T>> {
         self.writable()?;
         let acquired = self
-            .mutex()
+            .raw_mutex()
             .try_acquire()
             .map_err(|failure| self.lock_error(failure, None))?;
         Ok(SharedGuard::new(self, acquired.owner_died))
@@ -618,7 +636,7 @@ impl<T: Pod> Shared<T> {
     fn load_without_lock(&self) -> Result<T> {
         let timeout = self.lock_timeout.unwrap_or(Duration::from_secs(1));
         let mut value = T::zeroed();
-        self.mutex()
+        self.raw_mutex()
             .read_consistent(timeout, || {
                 self.region
                     .read_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of_mut(&mut value));
@@ -644,7 +662,7 @@ impl<T: Pod> Shared<T> {
     /// Clears poisoning after the caller repaired the value (or decided it is fine).
     pub fn reset_poison(&self) -> Result<()> {
         self.writable()?;
-        self.mutex().reset_poison();
+        self.raw_mutex().reset_poison();
         Ok(())
     }
 
@@ -711,7 +729,7 @@ impl<'a, T: Pod> SharedGuard<'a, T> {
     /// Declares the value consistent after an owner-died acquisition.
     pub fn mark_consistent(&mut self) {
         if self.owner_died {
-            self.shared.mutex().mark_consistent();
+            self.shared.raw_mutex().mark_consistent();
             self.owner_died = false;
         }
     }
@@ -741,7 +759,7 @@ impl<T: Pod> DerefMut for SharedGuard<'_, T> {
 impl<T: Pod> Drop for SharedGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        let mutex = self.shared.mutex();
+        let mutex = self.shared.raw_mutex();
         if self.owner_died {
             mutex.poison();
         }

@@ -26,36 +26,121 @@ pub(crate) enum TaskState {
 mod imp {
     use super::*;
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::OnceLock;
+
+    /// Who the calling thread is, cached: `gettid` is a syscall and the start time
+    /// needs `/proc`, both far too slow for every lock.
+    #[derive(Clone, Copy)]
+    struct Identity {
+        /// The process the cache was filled in; a forked child has another.
+        pid: u32,
+        tid: u32,
+        start: StartTime,
+    }
 
     thread_local! {
-        static TID: Cell<u32> = const { Cell::new(0) };
-        static START: Cell<StartTime> = const { Cell::new(0) };
+        static IDENTITY: Cell<Identity> = const { Cell::new(Identity { pid: 0, tid: 0, start: 0 }) };
     }
 
-    /// The calling thread's id, cached per thread (gettid is a syscall).
-    #[inline]
+    /// A private page the kernel zeroes in a forked child (`MADV_WIPEONFORK`),
+    /// holding this process's pid once known. A thread-local cache filled before
+    /// a `fork` names the parent's thread; comparing its pid with this page's
+    /// tells the child to refill it, at the cost of one load per lock. Null until
+    /// set up, and on kernels without `MADV_WIPEONFORK` (before 4.14), where the
+    /// pid is asked for every time instead.
+    static FORK_PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+
+    fn fork_page() -> Option<&'static AtomicU32> {
+        static PAGE: OnceLock<Option<usize>> = OnceLock::new();
+        let address = (*PAGE.get_or_init(|| {
+            // SAFETY: a fresh private anonymous mapping at a kernel-chosen
+            // address replaces nothing; it is never unmapped.
+            let page = unsafe {
+                rustix::mm::mmap_anonymous(
+                    std::ptr::null_mut(),
+                    4096,
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                    rustix::mm::MapFlags::PRIVATE,
+                )
+            }
+            .ok()?;
+            // SAFETY: advising our own fresh mapping.
+            match unsafe { rustix::mm::madvise(page, 4096, rustix::mm::Advice::LinuxWipeOnFork) } {
+                Ok(()) => Some(page as usize),
+                Err(_) => {
+                    // SAFETY: unmapping the page we just mapped, never shared.
+                    let _ = unsafe { rustix::mm::munmap(page, 4096) };
+                    None
+                }
+            }
+        }))?;
+        FORK_PAGE.store(address as *mut AtomicU32, Ordering::Release);
+        // SAFETY: a live (never unmapped), page-aligned, zero-initialised mapping;
+        // only ever accessed through this atomic.
+        Some(unsafe { AtomicU32::from_ptr(address as *mut u32) })
+    }
+
+    fn getpid() -> u32 {
+        rustix::process::getpid().as_raw_nonzero().get() as u32
+    }
+
+    /// This process's id: one load after the first call, and right after a fork.
+    #[inline(always)]
+    fn process_id() -> u32 {
+        let page = FORK_PAGE.load(Ordering::Acquire);
+        if !page.is_null() {
+            // SAFETY: FORK_PAGE only ever holds the never-unmapped page above.
+            let pid = unsafe { (*page).load(Ordering::Relaxed) };
+            if pid != 0 {
+                return pid;
+            }
+        }
+        process_id_slow()
+    }
+
+    #[cold]
+    fn process_id_slow() -> u32 {
+        let pid = getpid();
+        if let Some(page) = fork_page() {
+            page.store(pid, Ordering::Relaxed);
+        }
+        pid
+    }
+
+    #[inline(always)]
+    fn identity() -> Identity {
+        let pid = process_id();
+        let cached = IDENTITY.get();
+        if cached.pid == pid && cached.tid != 0 {
+            cached
+        } else {
+            refresh_identity(pid)
+        }
+    }
+
+    #[cold]
+    fn refresh_identity(pid: u32) -> Identity {
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let start = match task_state(tid) {
+            TaskState::Alive(start) => start,
+            TaskState::Dead => 0,
+        };
+        let identity = Identity { pid, tid, start };
+        IDENTITY.set(identity);
+        identity
+    }
+
+    /// The calling thread's id.
+    #[inline(always)]
     pub(crate) fn current_tid() -> u32 {
-        TID.with(|cached| {
-            if cached.get() == 0 {
-                cached.set(rustix::thread::gettid().as_raw_nonzero().get() as u32);
-            }
-            cached.get()
-        })
+        identity().tid
     }
 
-    /// The calling thread's start time, cached per thread.
-    #[inline]
+    /// The calling thread's start time.
+    #[inline(always)]
     pub(crate) fn current_start_time() -> StartTime {
-        START.with(|cached| {
-            if cached.get() == 0 {
-                let start = match task_state(current_tid()) {
-                    TaskState::Alive(start) => start,
-                    TaskState::Dead => 0,
-                };
-                cached.set(start);
-            }
-            cached.get()
-        })
+        identity().start
     }
 
     /// Reads `/proc/<tid>/stat`: `pid (comm) state ... starttime(22) ...`. The
@@ -109,7 +194,7 @@ mod imp {
 
     /// The calling process's id.
     pub(crate) fn current_pid() -> u32 {
-        rustix::process::getpid().as_raw_nonzero().get() as u32
+        process_id()
     }
 }
 
