@@ -95,6 +95,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod backend;
 mod error;
 mod header;
 mod lock;
