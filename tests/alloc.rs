@@ -1,4 +1,4 @@
-//! No heap allocation on lock, unlock, load or store: a counting global
+//! No heap allocation on lock, unlock, load, store, push or pop: a counting global
 //! allocator watches this test binary, which holds this one test only (so no
 //! other test allocates while it counts).
 
@@ -48,7 +48,7 @@ fn allocations_during(work: impl FnOnce()) -> usize {
 }
 
 #[test]
-fn lock_unlock_load_and_store_do_not_allocate() {
+fn lock_load_store_push_and_pop_do_not_allocate() {
     let shared = Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create");
     let _remove = support::RemoveOnDrop(
         shm_sys::sysv::Segment::from_id(match shared.location() {
@@ -78,4 +78,32 @@ fn lock_unlock_load_and_store_do_not_allocate() {
         }
     });
     assert_eq!(count, 0, "allocations on the lock/load/store paths");
+
+    // Ring push and pop, single and batched, non-blocking and blocking.
+    let ring = shm_typed::SpscRing::<u64>::create(Location::Private, 64).expect("ring");
+    let _remove_ring = support::RemoveOnDrop(
+        shm_sys::sysv::Segment::from_id(match ring.location() {
+            Location::Id(id) => *id,
+            other => panic!("{other:?}"),
+        })
+        .unwrap(),
+    );
+    let mut producer = ring.producer().unwrap();
+    let mut consumer = ring.consumer().unwrap();
+    let batch = [7u64; 16];
+    let mut out = [0u64; 16];
+    let count = allocations_during(|| {
+        for round in 0..1000u64 {
+            producer.push(round).unwrap();
+            assert_eq!(consumer.pop().unwrap(), Some(round));
+            assert_eq!(producer.push_slice(&batch).unwrap(), 16);
+            assert_eq!(consumer.pop_into(&mut out).unwrap(), 16);
+            producer
+                .push_blocking(round, std::time::Duration::from_secs(1))
+                .unwrap();
+            let got = consumer.pop_blocking(std::time::Duration::from_secs(1));
+            assert_eq!(got.unwrap(), Some(round));
+        }
+    });
+    assert_eq!(count, 0, "allocations on the ring's push/pop paths");
 }

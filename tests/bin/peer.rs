@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use shm_sys::posix::{MemfdSegment, PosixSegment};
 use shm_sys::sysv::Segment;
 use shm_sys::{Error, Key};
-use shm_typed::{Header, Location, Shared};
+use shm_typed::{Header, Location, PushError, Shared, SpscRing};
 
 /// The byte a writer puts at `index`: distinct per position and per seed.
 fn pattern(seed: u8, index: usize) -> u8 {
@@ -291,6 +291,129 @@ fn run(args: &[String]) -> Result<(), String> {
             if status != 0 {
                 return Err(format!("fork child exited with status {status}"));
             }
+            Ok(())
+        }
+        // spsc-produce ID CAP COUNT: push 0..COUNT in batches of varying size,
+        // waiting whenever the ring is full; say "done".
+        "spsc-produce" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let capacity: u64 = parse(args, 2, "capacity")?;
+            let count: u64 = parse(args, 3, "count")?;
+            let ring =
+                SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+            let mut producer = ring.producer().map_err(|e| e.to_string())?;
+            say("ready");
+            let mut batch = vec![0u64; 4096];
+            let mut next = 0u64;
+            let mut size = 1usize;
+            while next < count {
+                // Batch sizes cycle through 1..=4096 (a cheap deterministic mix).
+                size = (size * 7 + 13) % 4096 + 1;
+                let end = (next + size as u64).min(count);
+                let len = (end - next) as usize;
+                for (slot, value) in batch[..len].iter_mut().zip(next..end) {
+                    *slot = value;
+                }
+                let mut sent = 0;
+                while sent < len {
+                    let pushed = producer
+                        .push_slice(&batch[sent..len])
+                        .map_err(|e| e.to_string())?;
+                    sent += pushed;
+                    if pushed == 0 {
+                        std::hint::spin_loop();
+                    }
+                }
+                next = end;
+            }
+            say("done");
+            wait_for_go();
+            Ok(())
+        }
+        // spsc-consume ID CAP COUNT: pop until value COUNT-1 arrives, checking that
+        // values follow each other from the first; report "first V", "at X" every
+        // 100,000, and "done first=F last=L count=C".
+        "spsc-consume" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let capacity: u64 = parse(args, 2, "capacity")?;
+            let count: u64 = parse(args, 3, "count")?;
+            let ring =
+                SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+            let mut consumer = ring.consumer().map_err(|e| e.to_string())?;
+            say("ready");
+            let first = loop {
+                if let Some(value) = consumer
+                    .pop_blocking(std::time::Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?
+                {
+                    break value;
+                }
+            };
+            say(&format!("first {first}"));
+            let mut last = first;
+            let mut received = 1u64;
+            let mut buffer = vec![0u64; 1000];
+            while last + 1 < count {
+                let got = consumer.pop_into(&mut buffer).map_err(|e| e.to_string())?;
+                for &value in &buffer[..got] {
+                    if value != last + 1 {
+                        say(&format!("gap after {last}: got {value}"));
+                        return Err("sequence broken".into());
+                    }
+                    last = value;
+                    received += 1;
+                    if value % 100_000 == 0 {
+                        say(&format!("at {value}"));
+                    }
+                }
+            }
+            say(&format!("done first={first} last={last} count={received}"));
+            Ok(())
+        }
+        // spsc-hostile-produce ID CAP MILLIS: push a counter for MILLIS ms while
+        // someone scribbles on the ring; report how many pushes failed as corrupted.
+        "spsc-hostile-produce" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let capacity: u64 = parse(args, 2, "capacity")?;
+            let millis: u64 = parse(args, 3, "millis")?;
+            let ring =
+                SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+            // The scribbler may make the indices impossible, or the claim name
+            // another live process: keep trying until the deadline.
+            let claim = || loop {
+                match ring.producer() {
+                    Ok(producer) => return Ok(Some(producer)),
+                    Err(
+                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. },
+                    ) if std::time::Instant::now() < deadline => {}
+                    Err(
+                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. },
+                    ) => return Ok(None),
+                    Err(other) => return Err(other.to_string()),
+                }
+            };
+            let mut producer = claim()?;
+            say("ready");
+            let (mut ok, mut corrupted, mut value) = (0u64, 0u64, 0u64);
+            while std::time::Instant::now() < deadline {
+                let Some(active) = producer.as_mut() else {
+                    break;
+                };
+                match active.push(value) {
+                    Ok(()) => ok += 1,
+                    Err(PushError::Full(_)) => {}
+                    Err(PushError::Corrupted(..)) => {
+                        corrupted += 1;
+                        // Release our claim before claiming again.
+                        drop(producer.take());
+                        producer = claim()?;
+                    }
+                    Err(other) => return Err(other.to_string()),
+                }
+                value += 1;
+            }
+            say(&format!("pushed {ok} corrupted {corrupted}"));
             Ok(())
         }
         // idle: report our pid and wait for stdin to close.

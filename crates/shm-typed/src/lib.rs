@@ -101,6 +101,9 @@ mod header;
 mod lock;
 mod region;
 mod shared;
+mod spsc;
+#[cfg(test)]
+mod spsc_model;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -115,6 +118,7 @@ pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
 pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;
+pub use spsc::{Consumer, Producer, PushError, SpscRing};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.
 #[cfg(doctest)]

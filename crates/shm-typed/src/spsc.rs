@@ -1,0 +1,713 @@
+//! [`SpscRing`]: a single-producer single-consumer ring of `Pod` values in a
+//! segment, shared by two processes without a syscall per item.
+
+use std::fmt;
+use std::hint::spin_loop;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use shm_sys::Mode;
+
+use crate::backend::{create_backend, open_backend, remove_backend, Backend};
+use crate::error::{Error, Location, Result};
+use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::region::Region;
+use crate::sys::{self, TaskState};
+
+/// Where the ring's control lines start (right after the header and lock).
+const CONTROL: usize = PAYLOAD_OFFSET;
+/// Producer line: `tail`, the next position to write (written by the producer only).
+const TAIL: usize = CONTROL;
+/// Consumer line: `head`, the next position to read (written by the consumer only).
+const HEAD: usize = CONTROL + 128;
+/// Sleep line: two futex words, "the producer sleeps" and "the consumer sleeps".
+const PRODUCER_SLEEPING: usize = CONTROL + 256;
+const CONSUMER_SLEEPING: usize = CONTROL + 260;
+/// Claim line: who holds the producer and the consumer handle.
+const PRODUCER_CLAIM_PID: usize = CONTROL + 384;
+const CONSUMER_CLAIM_PID: usize = CONTROL + 388;
+const PRODUCER_CLAIM_START: usize = CONTROL + 392;
+const CONSUMER_CLAIM_START: usize = CONTROL + 400;
+/// The slots, `capacity * size_of::<T>()` bytes.
+const SLOTS: usize = CONTROL + 512;
+
+/// Spins before a blocking operation sleeps.
+const SPINS: u32 = 200;
+/// The longest a blocked side sleeps before it looks again. A wake-up can be
+/// missed in a narrow window (the waker checks the sleep flag without a full
+/// fence, to keep the fast path free of one), and this bounds what that costs.
+const NAP: Duration = Duration::from_millis(1);
+
+/// Why a push did not happen; the value comes back.
+#[derive(Debug)]
+pub enum PushError<T> {
+    /// The ring is full.
+    Full(T),
+    /// Still full when the timeout ran out.
+    Timeout(T),
+    /// The ring is corrupted (a peer wrote impossible indices).
+    Corrupted(T, Error),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Full(value) | PushError::Timeout(value) | PushError::Corrupted(value, _) => {
+                value
+            }
+        }
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Full(_) => f.write_str("ring is full"),
+            PushError::Timeout(_) => f.write_str("ring stayed full until the timeout"),
+            PushError::Corrupted(_, error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for PushError<T> {}
+
+/// A single-producer single-consumer ring of `T` in shared memory.
+///
+/// The segment holds the header (kind "spsc ring", element type and capacity,
+/// checked on open), then the control lines and `capacity` slots:
+///
+/// | offset | contents |
+/// |---:|---|
+/// | 384 | `tail`: u64 position of the next write; written only by the producer |
+/// | 512 | `head`: u64 position of the next read; written only by the consumer |
+/// | 640 | futex words: producer sleeping (u32), consumer sleeping (u32) |
+/// | 768 | claims: producer pid (u32), consumer pid (u32), their start times (u64 each) |
+/// | 896 | the slots: position `p` lives in slot `p % capacity` |
+///
+/// Positions only grow; `tail - head` is the fill level. Each side keeps its own
+/// position locally and a cached copy of the other's, reloaded (Acquire, pairing
+/// with the other side's Release store) only when the ring looks full or empty.
+/// Every index read from the segment is validated (`head <= tail`,
+/// `tail - head <= capacity`); an impossible value is [`Error::Corrupted`],
+/// never an out-of-bounds access.
+///
+/// One producer and one consumer handle exist at a time, claimed in the segment
+/// by process id and start time. A claim whose process has died is taken over,
+/// so a restarted consumer resumes at `head`: nothing that was not consumed is
+/// lost (an item the dead consumer had read but not yet released is delivered
+/// again).
+///
+/// ```
+/// use shm_typed::{Location, SpscRing};
+///
+/// let ring = SpscRing::<u64>::create(Location::Private, 1024)?;
+/// let mut producer = ring.producer()?;     // in one process ...
+/// let mut consumer = ring.consumer()?;     // ... and in another
+/// producer.push(7).unwrap();
+/// assert_eq!(producer.push_slice(&[8, 9])?, 2);
+/// assert_eq!(consumer.pop()?, Some(7));
+/// let mut out = [0u64; 4];
+/// assert_eq!(consumer.pop_into(&mut out)?, 2);
+/// assert_eq!(&out[..2], &[8, 9]);
+/// drop((producer, consumer));
+/// ring.remove()?;
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub struct SpscRing<T> {
+    base: NonNull<u8>,
+    capacity: u64,
+    region: Region,
+    backend: Backend,
+    location: Location,
+    _type: PhantomData<T>,
+}
+
+// SAFETY: the ring is an owned mapping plus plain data; the handles, which do the
+// work, borrow it and are themselves only Send.
+unsafe impl<T: Send> Send for SpscRing<T> {}
+// SAFETY: shared use only claims handles (atomic CAS on the claim words) and reads
+// atomics; slot access happens through the claimed, exclusive handles.
+unsafe impl<T: Send> Sync for SpscRing<T> {}
+
+impl<T: Pod> SpscRing<T> {
+    fn spec(location: &Location, capacity: u64, type_name: Option<&str>) -> Result<Spec> {
+        let align = std::mem::align_of::<T>();
+        let size = std::mem::size_of::<T>();
+        let unsupported = |what: String| Error::Unsupported {
+            location: location.clone(),
+            what,
+        };
+        if !capacity.is_power_of_two() {
+            return Err(unsupported(format!(
+                "capacity {capacity} is not a power of two"
+            )));
+        }
+        if align > 128 || size == 0 {
+            return Err(unsupported(format!(
+                "element size {size} / alignment {align}: need a non-zero size and alignment <= 128"
+            )));
+        }
+        let slots = capacity
+            .checked_mul(size as u64)
+            .filter(|&bytes| bytes <= (1 << 46))
+            .ok_or_else(|| unsupported(format!("capacity {capacity} is too large")))?;
+        Ok(Spec {
+            kind: Kind::SpscRing,
+            payload_offset: PAYLOAD_OFFSET as u64,
+            payload_size: (SLOTS - PAYLOAD_OFFSET) as u64 + slots,
+            payload_align: align as u32,
+            element_size: size as u32,
+            capacity,
+            type_name: type_name.map_or_else(header::default_type_name::<T>, str::to_owned),
+        })
+    }
+
+    /// Creates a ring of `capacity` slots (a power of two) at `location`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a capacity that is not a power of two; OS errors
+    /// (an existing key, ...) as [`Error::Sys`].
+    pub fn create(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+        let location = location.into();
+        let spec = Self::spec(&location, capacity, None)?;
+        let (region, backend, location) =
+            create_backend(&location, spec.segment_len(), Mode::OWNER_RW)?;
+        if let Err(error) = header::initialize(&region, &location, &spec, |_| {}) {
+            let _ = remove_backend(&backend);
+            return Err(error);
+        }
+        Ok(Self::from_parts(region, backend, location, capacity))
+    }
+
+    /// Opens the ring at `location`, checking kind, element type and capacity.
+    pub fn open(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+        let location = location.into();
+        let spec = Self::spec(&location, capacity, None)?;
+        let (region, backend, os_creator) = open_backend(
+            &location,
+            shm_sys::sysv::Access::ReadWrite,
+            spec.segment_len(),
+            Duration::from_secs(1),
+        )?;
+        header::open(
+            &region,
+            &location,
+            &spec,
+            Wait {
+                timeout: Duration::from_secs(1),
+                os_creator,
+            },
+        )?;
+        Ok(Self::from_parts(region, backend, location, capacity))
+    }
+
+    /// Makes a ring in a blank heap region (tests, single process).
+    pub fn create_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+        let spec = Self::spec(&Location::Heap, capacity, None)?;
+        header::initialize(&region, &Location::Heap, &spec, |_| {})?;
+        Ok(Self::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            capacity,
+        ))
+    }
+
+    /// Opens a ring in a region (validating the header).
+    pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+        let spec = Self::spec(&Location::Heap, capacity, None)?;
+        header::open(
+            &region,
+            &Location::Heap,
+            &spec,
+            Wait {
+                timeout: Duration::from_secs(1),
+                os_creator: None,
+            },
+        )?;
+        Ok(Self::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            capacity,
+        ))
+    }
+
+    /// The region has been checked to hold the control lines and all slots.
+    fn from_parts(region: Region, backend: Backend, location: Location, capacity: u64) -> Self {
+        SpscRing {
+            base: NonNull::new(region.as_ptr()).expect("regions are non-null"),
+            capacity,
+            region,
+            backend,
+            location,
+            _type: PhantomData,
+        }
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset + 4 <= SLOTS && offset % 4 == 0);
+        // SAFETY: a control-line offset below SLOTS, inside the validated region
+        // and 4-aligned (the region is page-aligned); accessed only atomically.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset + 8 <= SLOTS && offset % 8 == 0);
+        // SAFETY: as in word32, 8-aligned.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    /// The slot for `position`.
+    fn slot(&self, position: u64) -> *mut T {
+        let index = (position & (self.capacity - 1)) as usize;
+        // SAFETY: index < capacity, and the region holds `capacity` slots after
+        // SLOTS (validated at open/create); SLOTS is 128-aligned, align_of::<T>()
+        // <= 128, so the slot is aligned.
+        unsafe { self.base.as_ptr().add(SLOTS).cast::<T>().add(index) }
+    }
+
+    /// The ring's capacity in elements.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Where the ring is ([`Location::Id`] for a ring created as private).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The fill level as the segment shows it now (validated).
+    pub fn len(&self) -> Result<u64> {
+        self.positions().map(|(head, tail)| tail - head)
+    }
+
+    /// `(head, tail)` as the segment shows them now: the next position the
+    /// consumer reads and the next the producer writes (validated).
+    pub fn positions(&self) -> Result<(u64, u64)> {
+        let head = self.word64(HEAD).load(Ordering::Acquire);
+        let tail = self.word64(TAIL).load(Ordering::Acquire);
+        self.check_indices(head, tail)?;
+        Ok((head, tail))
+    }
+
+    /// Whether the ring holds nothing now.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.len().map(|len| len == 0)
+    }
+
+    fn check_indices(&self, head: u64, tail: u64) -> Result<u64> {
+        match tail.checked_sub(head) {
+            Some(len) if len <= self.capacity => Ok(len),
+            _ => Err(self.corrupted(format!(
+                "head {head} and tail {tail} are impossible for capacity {}",
+                self.capacity
+            ))),
+        }
+    }
+
+    #[cold]
+    fn corrupted(&self, what: String) -> Error {
+        Error::Corrupted {
+            location: self.location.clone(),
+            what,
+        }
+    }
+
+    /// Claims a role: CAS our pid into its claim word, taking over a claim whose
+    /// process is dead (or whose pid now belongs to a process started later).
+    fn claim(&self, role: &'static str, pid_offset: usize, start_offset: usize) -> Result<()> {
+        let pid = sys::current_pid();
+        let start = match sys::task_state(pid) {
+            TaskState::Alive(start) => start,
+            TaskState::Dead => 0,
+        };
+        let word = self.word32(pid_offset);
+        let mut observed = 0;
+        loop {
+            match word.compare_exchange(observed, pid, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.word64(start_offset).store(start, Ordering::Release);
+                    return Ok(());
+                }
+                Err(holder) if holder == observed => continue,
+                Err(holder) => {
+                    let recorded = self.word64(start_offset).load(Ordering::Acquire);
+                    let dead = match sys::task_state(holder) {
+                        TaskState::Dead => true,
+                        TaskState::Alive(start) => recorded != 0 && start != recorded,
+                    };
+                    if holder == pid || !dead {
+                        return Err(Error::Unsupported {
+                            location: self.location.clone(),
+                            what: format!("the {role} is already claimed by live pid {holder}"),
+                        });
+                    }
+                    // Dead: try to take it over from exactly that value.
+                    observed = holder;
+                }
+            }
+        }
+    }
+
+    fn release_claim(&self, pid_offset: usize, start_offset: usize) {
+        let pid = sys::current_pid();
+        if self
+            .word32(pid_offset)
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.word64(start_offset).store(0, Ordering::Release);
+        }
+    }
+
+    /// Claims the producer side.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if a live process holds it (this one included),
+    /// [`Error::Corrupted`] if the indices are impossible.
+    pub fn producer(&self) -> Result<Producer<'_, T>> {
+        self.claim("producer", PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START)?;
+        let tail = self.word64(TAIL).load(Ordering::Acquire);
+        let head = self.word64(HEAD).load(Ordering::Acquire);
+        if let Err(error) = self.check_indices(head, tail) {
+            self.release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
+            return Err(error);
+        }
+        Ok(Producer {
+            ring: self,
+            tail,
+            cached_head: head,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Claims the consumer side; it resumes where the ring's `head` stands.
+    ///
+    /// # Errors
+    ///
+    /// As [`producer`](SpscRing::producer).
+    pub fn consumer(&self) -> Result<Consumer<'_, T>> {
+        self.claim("consumer", CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START)?;
+        let head = self.word64(HEAD).load(Ordering::Acquire);
+        let tail = self.word64(TAIL).load(Ordering::Acquire);
+        if let Err(error) = self.check_indices(head, tail) {
+            self.release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
+            return Err(error);
+        }
+        Ok(Consumer {
+            ring: self,
+            head,
+            cached_tail: tail,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Removes the segment (`IPC_RMID` or `shm_unlink`); mappings stay usable.
+    pub fn remove(&self) -> Result<()> {
+        remove_backend(&self.backend)
+    }
+
+    /// The region holding the ring.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Gives up the ring and returns its region.
+    pub fn into_region(self) -> Region {
+        self.region
+    }
+
+    /// Wakes the other side if it announced that it sleeps on `offset`.
+    #[inline]
+    fn wake(&self, offset: usize) {
+        let word = self.word32(offset);
+        if word.load(Ordering::Relaxed) != 0 {
+            word.store(0, Ordering::Release);
+            sys::futex_wake(word, 1);
+        }
+    }
+
+    /// Announces that we sleep on `offset`, then sleeps unless `ready` says the
+    /// wait is over; at most [`NAP`], and never past `deadline`.
+    fn nap(&self, offset: usize, deadline: Instant, ready: impl Fn() -> bool) {
+        let word = self.word32(offset);
+        word.store(1, Ordering::SeqCst);
+        // The full fence orders our announcement before the re-check, so a peer
+        // that changed its index before reading the flag is seen here.
+        fence(Ordering::SeqCst);
+        if !ready() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            sys::futex_wait(word, 1, left.min(NAP));
+        }
+        word.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<T> fmt::Debug for SpscRing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpscRing")
+            .field("type", &std::any::type_name::<T>())
+            .field("capacity", &self.capacity)
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// The producer side of an [`SpscRing`] (one per ring at a time).
+pub struct Producer<'a, T: Pod> {
+    ring: &'a SpscRing<T>,
+    /// Our position: the authority for `tail` (we are its only writer).
+    tail: u64,
+    /// The consumer's `head` as last seen.
+    cached_head: u64,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl<T: Pod> Producer<'_, T> {
+    /// Free slots, reloading the consumer's position only when `needed` are not
+    /// free by the cached one.
+    #[inline]
+    fn free(&mut self, needed: u64) -> Result<u64> {
+        let capacity = self.ring.capacity;
+        let free = capacity - (self.tail - self.cached_head);
+        if free >= needed {
+            return Ok(free);
+        }
+        let head = self.ring.word64(HEAD).load(Ordering::Acquire);
+        // The consumer never passes our tail, nor falls more than capacity behind.
+        if head < self.cached_head || head > self.tail {
+            return Err(self.ring.corrupted(format!(
+                "head went from {} to {head} with tail {}",
+                self.cached_head, self.tail
+            )));
+        }
+        self.cached_head = head;
+        Ok(capacity - (self.tail - head))
+    }
+
+    #[inline]
+    fn publish(&mut self, count: u64) {
+        self.tail += count;
+        self.ring.word64(TAIL).store(self.tail, Ordering::Release);
+        self.ring.wake(CONSUMER_SLEEPING);
+    }
+
+    /// Pushes one value, or hands it back if the ring is full.
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        match self.free(1) {
+            Ok(0) => Err(PushError::Full(value)),
+            Ok(_) => {
+                // SAFETY: the slot at `tail` is free (tail - head < capacity), so
+                // the consumer does not read it until we publish; we are the only
+                // producer (claimed), so nobody else writes it.
+                unsafe { self.ring.slot(self.tail).write(value) };
+                self.publish(1);
+                Ok(())
+            }
+            Err(error) => Err(PushError::Corrupted(value, error)),
+        }
+    }
+
+    /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
+    /// the consumer wakes (it makes that syscall only when we announced a sleep).
+    pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        let deadline = Instant::now() + timeout;
+        let mut value = value;
+        let mut spins = 0;
+        loop {
+            match self.push(value) {
+                Err(PushError::Full(back)) => value = back,
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(PushError::Timeout(value));
+            }
+            if spins < SPINS {
+                spins += 1;
+                spin_loop();
+                continue;
+            }
+            let ring = self.ring;
+            let tail = self.tail;
+            ring.nap(PRODUCER_SLEEPING, deadline, || {
+                let head = ring.word64(HEAD).load(Ordering::SeqCst);
+                tail.wrapping_sub(head) < ring.capacity
+            });
+        }
+    }
+
+    /// Pushes as many values from `values` as fit; returns how many.
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize> {
+        let free = self.free(values.len() as u64)?;
+        let count = (values.len() as u64).min(free);
+        for (offset, value) in values[..count as usize].iter().enumerate() {
+            // SAFETY: positions tail..tail+count are free (count <= free), unread
+            // by the consumer until published, and written only by us.
+            unsafe { self.ring.slot(self.tail + offset as u64).write(*value) };
+        }
+        if count > 0 {
+            self.publish(count);
+        }
+        Ok(count as usize)
+    }
+
+    /// Slots free now (reloading the consumer's position).
+    pub fn free_slots(&mut self) -> Result<u64> {
+        self.free(self.ring.capacity)
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &SpscRing<T> {
+        self.ring
+    }
+}
+
+impl<T: Pod> Drop for Producer<'_, T> {
+    fn drop(&mut self) {
+        self.ring
+            .release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
+    }
+}
+
+impl<T: Pod> fmt::Debug for Producer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .field("cached_head", &self.cached_head)
+            .finish()
+    }
+}
+
+/// The consumer side of an [`SpscRing`] (one per ring at a time).
+pub struct Consumer<'a, T: Pod> {
+    ring: &'a SpscRing<T>,
+    /// Our position: the authority for `head` (we are its only writer).
+    head: u64,
+    /// The producer's `tail` as last seen.
+    cached_tail: u64,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl<T: Pod> Consumer<'_, T> {
+    /// Items available, reloading the producer's position only when fewer than
+    /// `wanted` are known.
+    #[inline]
+    fn available(&mut self, wanted: u64) -> Result<u64> {
+        let known = self.cached_tail - self.head;
+        if known >= wanted {
+            return Ok(known);
+        }
+        let tail = self.ring.word64(TAIL).load(Ordering::Acquire);
+        // The producer never goes back, nor more than capacity ahead of us.
+        if tail < self.cached_tail || tail - self.head > self.ring.capacity {
+            return Err(self.ring.corrupted(format!(
+                "tail went from {} to {tail} with head {}",
+                self.cached_tail, self.head
+            )));
+        }
+        self.cached_tail = tail;
+        Ok(tail - self.head)
+    }
+
+    #[inline]
+    fn release(&mut self, count: u64) {
+        self.head += count;
+        self.ring.word64(HEAD).store(self.head, Ordering::Release);
+        self.ring.wake(PRODUCER_SLEEPING);
+    }
+
+    /// Pops one value, or `None` if the ring is empty.
+    #[inline]
+    pub fn pop(&mut self) -> Result<Option<T>> {
+        if self.available(1)? == 0 {
+            return Ok(None);
+        }
+        // SAFETY: position `head` was published (head < tail, Acquire load of
+        // tail), and a well-behaved producer does not write it again until we
+        // release it. A volatile read, because a buggy or hostile producer might:
+        // then we get wrong bytes (any bytes are a valid T: Pod), not undefined
+        // behaviour from a compiler that assumed the memory stable.
+        let value = unsafe { self.ring.slot(self.head).read_volatile() };
+        self.release(1);
+        Ok(Some(value))
+    }
+
+    /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
+    /// the producer wakes. `Ok(None)` if the timeout ran out.
+    pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>> {
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0;
+        loop {
+            if let Some(value) = self.pop()? {
+                return Ok(Some(value));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if spins < SPINS {
+                spins += 1;
+                spin_loop();
+                continue;
+            }
+            let ring = self.ring;
+            let head = self.head;
+            ring.nap(CONSUMER_SLEEPING, deadline, || {
+                ring.word64(TAIL).load(Ordering::SeqCst) != head
+            });
+        }
+    }
+
+    /// Pops up to `out.len()` values into `out`; returns how many.
+    pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize> {
+        let available = self.available(out.len() as u64)?;
+        let count = (out.len() as u64).min(available) as usize;
+        for (offset, slot) in out[..count].iter_mut().enumerate() {
+            // SAFETY: positions head..head+count are published and not rewritten
+            // by a well-behaved producer until we release them; volatile as in pop.
+            *slot = unsafe { self.ring.slot(self.head + offset as u64).read_volatile() };
+        }
+        if count > 0 {
+            self.release(count as u64);
+        }
+        Ok(count)
+    }
+
+    /// Items waiting now (reloading the producer's position).
+    pub fn len(&mut self) -> Result<u64> {
+        self.available(self.ring.capacity + 1)
+    }
+
+    /// Whether nothing is waiting now.
+    pub fn is_empty(&mut self) -> Result<bool> {
+        self.len().map(|len| len == 0)
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &SpscRing<T> {
+        self.ring
+    }
+}
+
+impl<T: Pod> Drop for Consumer<'_, T> {
+    fn drop(&mut self) {
+        self.ring
+            .release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
+    }
+}
+
+impl<T: Pod> fmt::Debug for Consumer<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .field("cached_tail", &self.cached_tail)
+            .finish()
+    }
+}

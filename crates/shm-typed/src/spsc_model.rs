@@ -1,0 +1,297 @@
+//! `SpscRing` against a `VecDeque` model, driven by proptest-state-machine over a
+//! heap region, plus unit tests of its validation. No OS needed (Miri runs the
+//! unit tests; the state machine is skipped under Miri for time).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::spsc::{Consumer, Producer, PushError, SpscRing};
+use crate::{Error, Region};
+
+fn ring_in_heap(capacity: u64) -> SpscRing<u64> {
+    let bytes = crate::PAYLOAD_OFFSET + 512 + capacity as usize * 8;
+    SpscRing::create_in(Region::heap(bytes), capacity).unwrap()
+}
+
+#[test]
+fn fills_to_capacity_then_hands_the_value_back() {
+    let ring = ring_in_heap(4);
+    let mut producer = ring.producer().unwrap();
+    let mut consumer = ring.consumer().unwrap();
+    for value in 0..4 {
+        producer.push(value).unwrap();
+    }
+    match producer.push(99) {
+        Err(PushError::Full(99)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ring.len().unwrap(), 4);
+    assert_eq!(consumer.pop().unwrap(), Some(0));
+    producer.push(4).unwrap();
+    let mut out = [0u64; 8];
+    assert_eq!(consumer.pop_into(&mut out).unwrap(), 4);
+    assert_eq!(&out[..4], &[1, 2, 3, 4]);
+    assert_eq!(consumer.pop().unwrap(), None);
+    assert!(ring.is_empty().unwrap());
+}
+
+#[test]
+fn one_producer_and_one_consumer_at_a_time() {
+    let ring = ring_in_heap(4);
+    let producer = ring.producer().unwrap();
+    assert!(matches!(ring.producer(), Err(Error::Unsupported { .. })));
+    drop(producer);
+    let _again = ring.producer().unwrap();
+    let _consumer = ring.consumer().unwrap();
+    assert!(matches!(ring.consumer(), Err(Error::Unsupported { .. })));
+}
+
+#[test]
+fn impossible_indices_are_corrupted_errors() {
+    let ring = ring_in_heap(8);
+    let mut producer = ring.producer().unwrap();
+    let mut consumer = ring.consumer().unwrap();
+    producer.push(1).unwrap();
+    // A peer writes a tail far ahead of head: more than capacity.
+    ring.region()
+        .write_bytes(crate::PAYLOAD_OFFSET, &1000u64.to_ne_bytes());
+    assert!(matches!(consumer.pop(), Err(Error::Corrupted { .. })));
+    // A head beyond the producer's tail.
+    ring.region()
+        .write_bytes(crate::PAYLOAD_OFFSET + 128, &5000u64.to_ne_bytes());
+    for _ in 0..8 {
+        let _ = producer.push(2);
+    }
+    assert!(matches!(producer.push(3), Err(PushError::Corrupted(3, _))));
+    drop((producer, consumer));
+    assert!(matches!(ring.producer(), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn capacity_must_be_a_power_of_two_and_match_on_open() {
+    let bytes = crate::PAYLOAD_OFFSET + 512 + 6 * 8;
+    let err = SpscRing::<u64>::create_in(Region::heap(bytes), 6).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    let region = Region::heap(crate::PAYLOAD_OFFSET + 512 + 8 * 8);
+    let ring = SpscRing::<u64>::create_in(region, 8).unwrap();
+    let region = ring_into_region(ring);
+    let err = SpscRing::<u64>::open_in(region, 4).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
+}
+
+fn ring_into_region(ring: SpscRing<u64>) -> Region {
+    ring.into_region()
+}
+
+#[test]
+fn blocking_pop_times_out_on_an_empty_ring_and_push_on_a_full_one() {
+    let ring = ring_in_heap(2);
+    let mut producer = ring.producer().unwrap();
+    let mut consumer = ring.consumer().unwrap();
+    assert_eq!(
+        consumer.pop_blocking(Duration::from_millis(5)).unwrap(),
+        None
+    );
+    producer.push(1).unwrap();
+    producer.push(2).unwrap();
+    assert!(matches!(
+        producer.push_blocking(3, Duration::from_millis(5)),
+        Err(PushError::Timeout(3))
+    ));
+    assert_eq!(
+        consumer.pop_blocking(Duration::from_millis(5)).unwrap(),
+        Some(1)
+    );
+}
+
+#[test]
+fn blocking_threads_pass_every_value_in_order() {
+    let ring = ring_in_heap(4);
+    let count = if cfg!(miri) { 50 } else { 100_000 };
+    std::thread::scope(|scope| {
+        let mut producer = ring.producer().unwrap();
+        scope.spawn(move || {
+            for value in 0..count {
+                producer
+                    .push_blocking(value, Duration::from_secs(10))
+                    .unwrap();
+            }
+        });
+        let mut consumer = ring.consumer().unwrap();
+        for expected in 0..count {
+            let got = consumer.pop_blocking(Duration::from_secs(10)).unwrap();
+            assert_eq!(got, Some(expected));
+        }
+    });
+}
+
+#[cfg(not(miri))]
+mod state_machine {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push(u64),
+        PushSlice(Vec<u64>),
+        Pop,
+        PopInto(usize),
+        Len,
+        ReclaimProducer,
+        ReclaimConsumer,
+    }
+
+    #[derive(Clone, Debug)]
+    struct Model {
+        capacity: u64,
+        items: VecDeque<u64>,
+    }
+
+    struct RingModel;
+
+    impl ReferenceStateMachine for RingModel {
+        type State = Model;
+        type Transition = Op;
+
+        fn init_state() -> BoxedStrategy<Model> {
+            (0u32..5)
+                .prop_map(|shift| Model {
+                    capacity: 1 << shift,
+                    items: VecDeque::new(),
+                })
+                .boxed()
+        }
+
+        fn transitions(_: &Model) -> BoxedStrategy<Op> {
+            prop_oneof![
+                4 => any::<u64>().prop_map(Op::Push),
+                2 => prop::collection::vec(any::<u64>(), 0..20).prop_map(Op::PushSlice),
+                4 => Just(Op::Pop),
+                2 => (0usize..20).prop_map(Op::PopInto),
+                1 => Just(Op::Len),
+                1 => Just(Op::ReclaimProducer),
+                1 => Just(Op::ReclaimConsumer),
+            ]
+            .boxed()
+        }
+
+        fn apply(mut state: Model, op: &Op) -> Model {
+            let free = (state.capacity as usize) - state.items.len();
+            match op {
+                Op::Push(value) => {
+                    if free > 0 {
+                        state.items.push_back(*value);
+                    }
+                }
+                Op::PushSlice(values) => state.items.extend(values.iter().take(free)),
+                Op::Pop => {
+                    state.items.pop_front();
+                }
+                Op::PopInto(n) => {
+                    let n = (*n).min(state.items.len());
+                    state.items.drain(..n);
+                }
+                Op::Len | Op::ReclaimProducer | Op::ReclaimConsumer => {}
+            }
+            state
+        }
+    }
+
+    /// The ring (leaked for 'static handles, freed in teardown) and its handles.
+    struct Subject {
+        ring: *mut SpscRing<u64>,
+        producer: Option<Producer<'static, u64>>,
+        consumer: Option<Consumer<'static, u64>>,
+        before: Model,
+    }
+
+    impl StateMachineTest for Subject {
+        type SystemUnderTest = Subject;
+        type Reference = RingModel;
+
+        fn init_test(model: &Model) -> Subject {
+            let ring: &'static SpscRing<u64> = Box::leak(Box::new(ring_in_heap(model.capacity)));
+            Subject {
+                producer: Some(ring.producer().unwrap()),
+                consumer: Some(ring.consumer().unwrap()),
+                ring: ring as *const _ as *mut _,
+                before: model.clone(),
+            }
+        }
+
+        fn apply(mut subject: Subject, after: &Model, op: Op) -> Subject {
+            let before = std::mem::replace(&mut subject.before, after.clone());
+            let producer = subject.producer.as_mut().unwrap();
+            let consumer = subject.consumer.as_mut().unwrap();
+            match op {
+                Op::Push(value) => match producer.push(value) {
+                    Ok(()) => assert!(before.items.len() < before.capacity as usize),
+                    Err(PushError::Full(back)) => {
+                        assert_eq!(back, value);
+                        assert_eq!(before.items.len(), before.capacity as usize);
+                    }
+                    Err(other) => panic!("{other}"),
+                },
+                Op::PushSlice(values) => {
+                    let pushed = producer.push_slice(&values).unwrap();
+                    assert_eq!(pushed, after.items.len() - before.items.len());
+                }
+                Op::Pop => assert_eq!(consumer.pop().unwrap(), before.items.front().copied()),
+                Op::PopInto(n) => {
+                    let mut out = vec![0u64; n];
+                    let got = consumer.pop_into(&mut out).unwrap();
+                    let expected: Vec<u64> = before.items.iter().take(n).copied().collect();
+                    assert_eq!(&out[..got], &expected[..]);
+                }
+                Op::Len => {
+                    assert_eq!(consumer.len().unwrap(), before.items.len() as u64);
+                    assert_eq!(
+                        producer.free_slots().unwrap(),
+                        before.capacity - before.items.len() as u64
+                    );
+                }
+                Op::ReclaimProducer => {
+                    // SAFETY: the ring outlives the handles (freed in teardown).
+                    let ring = unsafe { &*subject.ring };
+                    subject.producer = None;
+                    subject.producer = Some(ring.producer().unwrap());
+                }
+                Op::ReclaimConsumer => {
+                    // SAFETY: as above.
+                    let ring = unsafe { &*subject.ring };
+                    subject.consumer = None;
+                    subject.consumer = Some(ring.consumer().unwrap());
+                }
+            }
+            subject
+        }
+
+        fn check_invariants(subject: &Subject, model: &Model) {
+            // SAFETY: the ring outlives the handles (freed in teardown).
+            let ring = unsafe { &*subject.ring };
+            assert_eq!(ring.len().unwrap(), model.items.len() as u64);
+        }
+
+        fn teardown(subject: Subject, _: Model) {
+            let Subject {
+                ring,
+                producer,
+                consumer,
+                ..
+            } = subject;
+            drop((producer, consumer));
+            // SAFETY: leaked from a Box in init_test; no handle borrows it now.
+            drop(unsafe { Box::from_raw(ring) });
+        }
+    }
+
+    prop_state_machine! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(500).max(500)
+        ))]
+
+        #[test]
+        fn spsc_ring_agrees_with_a_vecdeque(sequential 1..60 => Subject);
+    }
+}
