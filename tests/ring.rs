@@ -162,7 +162,7 @@ fn scribbling_on_indices_and_claims_gives_only_corrupted_errors_or_data() {
                 .write_at(offset, &next_random().to_ne_bytes()[..width])
                 .unwrap();
         }
-        match consumer.pop() {
+        match consumer.pop().map_err(|corrupted| corrupted.into_error()) {
             Ok(Some(_)) => values += 1,
             Ok(None) => {}
             Err(Error::Corrupted { .. }) => {

@@ -8,6 +8,8 @@
 use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use shm_sys::posix::{MemfdSegment, PosixSegment};
 use shm_sys::sysv::Segment;
@@ -416,6 +418,144 @@ fn run(args: &[String]) -> Result<(), String> {
             say(&format!("pushed {ok} corrupted {corrupted}"));
             Ok(())
         }
+        // raw-echo ID: the baseline ping-pong. Spin until the u64 at offset 0
+        // ("ping") changes, copy it to offset 128 ("pong"); stop at u64::MAX.
+        "raw-echo" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let mapping = Segment::from_id(id)
+                .and_then(|segment| segment.attach())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: offsets 0 and 128 are inside the segment (the test makes it
+            // at least 256 bytes), 8-aligned (page-aligned start); both sides
+            // access these words only atomically.
+            let (ping, pong) = unsafe {
+                let base = mapping.as_mut_ptr().ok_or("read-only")?;
+                (
+                    AtomicU64::from_ptr(base.cast()),
+                    AtomicU64::from_ptr(base.add(128).cast()),
+                )
+            };
+            say("ready");
+            let mut last = pong.load(Ordering::Acquire);
+            loop {
+                let value = ping.load(Ordering::Acquire);
+                if value == last {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                if value == u64::MAX {
+                    return Ok(());
+                }
+                pong.store(value, Ordering::Release);
+                last = value;
+            }
+        }
+        // spsc-echo IN OUT CAP MODE: pop each value from ring IN and push it to
+        // ring OUT, spinning (MODE spin) or with the blocking calls (MODE
+        // blocking); stop after echoing u64::MAX.
+        "spsc-echo" => {
+            let (input, output) = open_ring_pair(args)?;
+            let blocking = args.get(4).map(String::as_str) == Some("blocking");
+            let mut consumer = input.consumer().map_err(|e| e.to_string())?;
+            let mut producer = output.producer().map_err(|e| e.to_string())?;
+            say("ready");
+            loop {
+                let value = if blocking {
+                    match consumer
+                        .pop_blocking(Duration::from_secs(60))
+                        .map_err(|e| e.to_string())?
+                    {
+                        Some(value) => value,
+                        None => return Err("no ping for 60 s".into()),
+                    }
+                } else {
+                    match consumer.pop().map_err(|e| e.to_string())? {
+                        Some(value) => value,
+                        None => {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                    }
+                };
+                let mut pending = value;
+                loop {
+                    let pushed = if blocking {
+                        producer.push_blocking(pending, Duration::from_secs(60))
+                    } else {
+                        producer.push(pending)
+                    };
+                    match pushed {
+                        Ok(()) => break,
+                        Err(PushError::Full(back)) => pending = back,
+                        Err(other) => return Err(other.to_string()),
+                    }
+                }
+                if value == u64::MAX {
+                    return Ok(());
+                }
+            }
+        }
+        // spsc-sink IN OUT CAP MODE: consume ring IN one at a time (MODE single)
+        // or in batches (MODE batch); at u64::MAX, push the count to ring OUT and
+        // start counting again; stop at end of stdin.
+        "spsc-sink" => {
+            let (input, output) = open_ring_pair(args)?;
+            let batch = args.get(4).map(String::as_str) == Some("batch");
+            let mut consumer = input.consumer().map_err(|e| e.to_string())?;
+            let mut producer = output.producer().map_err(|e| e.to_string())?;
+            say("ready");
+            let mut buffer = vec![0u64; 4096];
+            let mut count = 0u64;
+            loop {
+                let got = if batch {
+                    consumer.pop_into(&mut buffer).map_err(|e| e.to_string())?
+                } else {
+                    match consumer.pop().map_err(|e| e.to_string())? {
+                        Some(value) => {
+                            buffer[0] = value;
+                            1
+                        }
+                        None => 0,
+                    }
+                };
+                if got == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                for &value in &buffer[..got] {
+                    if value == u64::MAX {
+                        producer
+                            .push_blocking(count, Duration::from_secs(60))
+                            .map_err(|e| e.to_string())?;
+                        count = 0;
+                    } else {
+                        count += 1;
+                    }
+                }
+            }
+        }
+        // stream-echo [FD]: echo 8-byte messages on stdin/stdout, or on the
+        // inherited socket FD; stop at end of input.
+        "stream-echo" => {
+            use std::io::Read;
+            let (mut reader, mut writer): (Box<dyn Read>, Box<dyn Write>) = match args.get(1) {
+                Some(fd) => {
+                    let fd: i32 = fd.parse().map_err(|_| "bad fd")?;
+                    // SAFETY: the test passed us this inherited descriptor, used
+                    // nowhere else in this process.
+                    let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+                    let writer = socket.try_clone().map_err(|e| e.to_string())?;
+                    (Box::new(socket), Box::new(writer))
+                }
+                None => (Box::new(std::io::stdin()), Box::new(std::io::stdout())),
+            };
+            let mut message = [0u8; 8];
+            while reader.read_exact(&mut message).is_ok() {
+                writer.write_all(&message).map_err(|e| e.to_string())?;
+                writer.flush().map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         // idle: report our pid and wait for stdin to close.
         "idle" => {
             say(&format!("pid {}", std::process::id()));
@@ -424,6 +564,15 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         other => Err(format!("unknown role {other:?}")),
     }
+}
+
+/// Opens the rings with ids `args[1]` and `args[2]`, capacity `args[3]`.
+fn open_ring_pair(args: &[String]) -> Result<(SpscRing<u64>, SpscRing<u64>), String> {
+    let input: i32 = parse(args, 1, "input ring id")?;
+    let output: i32 = parse(args, 2, "output ring id")?;
+    let capacity: u64 = parse(args, 3, "capacity")?;
+    let open = |id| SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string());
+    Ok((open(input)?, open(output)?))
 }
 
 fn main() -> ExitCode {

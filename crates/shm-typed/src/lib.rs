@@ -118,7 +118,7 @@ pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
 pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;
-pub use spsc::{Consumer, Producer, PushError, SpscRing};
+pub use spsc::{Consumer, Corrupted, Producer, PushError, SpscRing};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.
 #[cfg(doctest)]

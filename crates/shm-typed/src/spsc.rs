@@ -24,6 +24,8 @@ const TAIL: usize = CONTROL;
 /// Consumer line: `head`, the next position to read (written by the consumer only).
 const HEAD: usize = CONTROL + 128;
 /// Sleep line: two futex words, "the producer sleeps" and "the consumer sleeps".
+/// Kept off the index lines: putting each flag in the line its waker writes
+/// anyway measured slower (round trip 1.4x the raw floor instead of 1.1x).
 const PRODUCER_SLEEPING: usize = CONTROL + 256;
 const CONSUMER_SLEEPING: usize = CONTROL + 260;
 /// Claim line: who holds the producer and the consumer handle.
@@ -49,7 +51,7 @@ pub enum PushError<T> {
     /// Still full when the timeout ran out.
     Timeout(T),
     /// The ring is corrupted (a peer wrote impossible indices).
-    Corrupted(T, Error),
+    Corrupted(T, Corrupted),
 }
 
 impl<T> PushError<T> {
@@ -74,6 +76,27 @@ impl<T> fmt::Display for PushError<T> {
 }
 
 impl<T: fmt::Debug> std::error::Error for PushError<T> {}
+
+/// A ring operation found impossible indices in the segment (a buggy or hostile
+/// peer wrote them). The full [`Error::Corrupted`] is boxed inside, so that the
+/// `Result` of every push and pop stays two words: a large error type on the
+/// hot path costs more than the ring operation itself.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Corrupted(Box<Error>);
+
+impl Corrupted {
+    /// The error, naming the segment and the values found.
+    pub fn into_error(self) -> Error {
+        *self.0
+    }
+}
+
+impl From<Corrupted> for Error {
+    fn from(corrupted: Corrupted) -> Error {
+        corrupted.into_error()
+    }
+}
 
 /// A single-producer single-consumer ring of `T` in shared memory.
 ///
@@ -272,6 +295,15 @@ impl<T: Pod> SpscRing<T> {
         unsafe { self.base.as_ptr().add(SLOTS).cast::<T>().add(index) }
     }
 
+    /// Splits `count` positions from `position` into the run up to the end of the
+    /// slot array and the run from its start: `(first, second)`, summing to `count`.
+    #[inline]
+    fn runs(&self, position: u64, count: u64) -> (usize, usize) {
+        let index = position & (self.capacity - 1);
+        let first = count.min(self.capacity - index);
+        (first as usize, (count - first) as usize)
+    }
+
     /// The ring's capacity in elements.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -301,7 +333,7 @@ impl<T: Pod> SpscRing<T> {
         self.len().map(|len| len == 0)
     }
 
-    fn check_indices(&self, head: u64, tail: u64) -> Result<u64> {
+    fn check_indices(&self, head: u64, tail: u64) -> Result<u64, Corrupted> {
         match tail.checked_sub(head) {
             Some(len) if len <= self.capacity => Ok(len),
             _ => Err(self.corrupted(format!(
@@ -312,11 +344,12 @@ impl<T: Pod> SpscRing<T> {
     }
 
     #[cold]
-    fn corrupted(&self, what: String) -> Error {
-        Error::Corrupted {
+    #[inline(never)]
+    fn corrupted(&self, what: String) -> Corrupted {
+        Corrupted(Box::new(Error::Corrupted {
             location: self.location.clone(),
             what,
-        }
+        }))
     }
 
     /// Claims a role: CAS our pid into its claim word, taking over a claim whose
@@ -376,9 +409,9 @@ impl<T: Pod> SpscRing<T> {
         self.claim("producer", PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START)?;
         let tail = self.word64(TAIL).load(Ordering::Acquire);
         let head = self.word64(HEAD).load(Ordering::Acquire);
-        if let Err(error) = self.check_indices(head, tail) {
+        if let Err(corrupted) = self.check_indices(head, tail) {
             self.release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
-            return Err(error);
+            return Err(corrupted.into_error());
         }
         Ok(Producer {
             ring: self,
@@ -397,9 +430,9 @@ impl<T: Pod> SpscRing<T> {
         self.claim("consumer", CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START)?;
         let head = self.word64(HEAD).load(Ordering::Acquire);
         let tail = self.word64(TAIL).load(Ordering::Acquire);
-        if let Err(error) = self.check_indices(head, tail) {
+        if let Err(corrupted) = self.check_indices(head, tail) {
             self.release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
-            return Err(error);
+            return Err(corrupted.into_error());
         }
         Ok(Consumer {
             ring: self,
@@ -474,7 +507,7 @@ impl<T: Pod> Producer<'_, T> {
     /// Free slots, reloading the consumer's position only when `needed` are not
     /// free by the cached one.
     #[inline]
-    fn free(&mut self, needed: u64) -> Result<u64> {
+    fn free(&mut self, needed: u64) -> Result<u64, Corrupted> {
         let capacity = self.ring.capacity;
         let free = capacity - (self.tail - self.cached_head);
         if free >= needed {
@@ -545,13 +578,18 @@ impl<T: Pod> Producer<'_, T> {
     }
 
     /// Pushes as many values from `values` as fit; returns how many.
-    pub fn push_slice(&mut self, values: &[T]) -> Result<usize> {
+    pub fn push_slice(&mut self, values: &[T]) -> Result<usize, Corrupted> {
         let free = self.free(values.len() as u64)?;
         let count = (values.len() as u64).min(free);
-        for (offset, value) in values[..count as usize].iter().enumerate() {
-            // SAFETY: positions tail..tail+count are free (count <= free), unread
-            // by the consumer until published, and written only by us.
-            unsafe { self.ring.slot(self.tail + offset as u64).write(*value) };
+        // At most two contiguous runs: up to the end of the slots, then from the start.
+        let (first, second) = self.ring.runs(self.tail, count);
+        // SAFETY: positions tail..tail+count are free (count <= free), unread by
+        // the consumer until published, and written only by us; each run lies
+        // inside the slot array (runs() splits at its end), and `values` is
+        // ordinary memory that does not overlap the segment.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ring.slot(self.tail), first);
+            std::ptr::copy_nonoverlapping(values.as_ptr().add(first), self.ring.slot(0), second);
         }
         if count > 0 {
             self.publish(count);
@@ -560,7 +598,7 @@ impl<T: Pod> Producer<'_, T> {
     }
 
     /// Slots free now (reloading the consumer's position).
-    pub fn free_slots(&mut self) -> Result<u64> {
+    pub fn free_slots(&mut self) -> Result<u64, Corrupted> {
         self.free(self.ring.capacity)
     }
 
@@ -600,7 +638,7 @@ impl<T: Pod> Consumer<'_, T> {
     /// Items available, reloading the producer's position only when fewer than
     /// `wanted` are known.
     #[inline]
-    fn available(&mut self, wanted: u64) -> Result<u64> {
+    fn available(&mut self, wanted: u64) -> Result<u64, Corrupted> {
         let known = self.cached_tail - self.head;
         if known >= wanted {
             return Ok(known);
@@ -626,7 +664,7 @@ impl<T: Pod> Consumer<'_, T> {
 
     /// Pops one value, or `None` if the ring is empty.
     #[inline]
-    pub fn pop(&mut self) -> Result<Option<T>> {
+    pub fn pop(&mut self) -> Result<Option<T>, Corrupted> {
         if self.available(1)? == 0 {
             return Ok(None);
         }
@@ -642,7 +680,7 @@ impl<T: Pod> Consumer<'_, T> {
 
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// the producer wakes. `Ok(None)` if the timeout ran out.
-    pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>> {
+    pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
         let deadline = Instant::now() + timeout;
         let mut spins = 0;
         loop {
@@ -666,13 +704,28 @@ impl<T: Pod> Consumer<'_, T> {
     }
 
     /// Pops up to `out.len()` values into `out`; returns how many.
-    pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize> {
+    pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize, Corrupted> {
         let available = self.available(out.len() as u64)?;
         let count = (out.len() as u64).min(available) as usize;
-        for (offset, slot) in out[..count].iter_mut().enumerate() {
-            // SAFETY: positions head..head+count are published and not rewritten
-            // by a well-behaved producer until we release them; volatile as in pop.
-            *slot = unsafe { self.ring.slot(self.head + offset as u64).read_volatile() };
+        let (first, second) = self.ring.runs(self.head, count as u64);
+        for (run, (start, len)) in [
+            (self.ring.slot(self.head), first),
+            (self.ring.slot(0), second),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = if run == 0 {
+                &mut out[..first]
+            } else {
+                &mut out[first..first + len]
+            };
+            for (index, slot) in out.iter_mut().enumerate() {
+                // SAFETY: positions head..head+count are published and not
+                // rewritten by a well-behaved producer until we release them; each
+                // run lies inside the slot array. Volatile as in pop.
+                *slot = unsafe { start.add(index).read_volatile() };
+            }
         }
         if count > 0 {
             self.release(count as u64);
@@ -681,12 +734,12 @@ impl<T: Pod> Consumer<'_, T> {
     }
 
     /// Items waiting now (reloading the producer's position).
-    pub fn len(&mut self) -> Result<u64> {
+    pub fn len(&mut self) -> Result<u64, Corrupted> {
         self.available(self.ring.capacity + 1)
     }
 
     /// Whether nothing is waiting now.
-    pub fn is_empty(&mut self) -> Result<bool> {
+    pub fn is_empty(&mut self) -> Result<bool, Corrupted> {
         self.len().map(|len| len == 0)
     }
 

@@ -55,7 +55,8 @@ fn impossible_indices_are_corrupted_errors() {
     // A peer writes a tail far ahead of head: more than capacity.
     ring.region()
         .write_bytes(crate::PAYLOAD_OFFSET, &1000u64.to_ne_bytes());
-    assert!(matches!(consumer.pop(), Err(Error::Corrupted { .. })));
+    let err = consumer.pop().unwrap_err().into_error();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
     // A head beyond the producer's tail.
     ring.region()
         .write_bytes(crate::PAYLOAD_OFFSET + 128, &5000u64.to_ne_bytes());

@@ -1,0 +1,560 @@
+//! `SpscRing` with its peer in another process, against what it competes with.
+//!
+//! - `round_trip`: one value there and back. SPSC rings spinning, against the
+//!   raw floor: two atomics in a shared segment, ping-pong, peer in another
+//!   process. Blocking rings (futex sleep), against pipes and Unix sockets.
+//! - `throughput_one_by_one`: u64 pushed and popped one at a time, against
+//!   `rtrb` with both sides in one process.
+//! - `throughput_batch`: `push_slice`/`pop_into` in chunks of 4096.
+//!
+//! After the criterion groups, an interleaved section (`cargo bench --bench ring
+//! -- interleaved` runs it alone) measures subject and
+//! baseline alternately for several rounds and prints the median ratio: this
+//! VM's two vCPUs sit near or far apart as the host decides, and that can change
+//! between two criterion groups, but hardly within one round.
+
+use std::hint::spin_loop;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use shm_sys::sysv::Segment;
+use shm_sys::Mapping;
+use shm_typed::{Consumer, Location, Producer, PushError, SpscRing};
+
+/// A peer process from the test helper binary, killed on drop.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    fn start(args: &[&str], pass_fd: Option<&OwnedFd>) -> Peer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shm-test-peer"));
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(fd) = pass_fd {
+            let source = fd.as_raw_fd();
+            // SAFETY: dup2/fcntl are async-signal-safe and touch nothing else.
+            unsafe {
+                command.pre_exec(move || {
+                    let result = if source == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(source, 3)
+                    };
+                    if result < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("start peer");
+        let stdin = child.stdin.take();
+        let stdout = Some(BufReader::new(child.stdout.take().unwrap()));
+        Peer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) the peer: a spinning peer that is
+    /// not being measured would otherwise take a vCPU from the one that is (this
+    /// machine has two).
+    fn set_running(&self, running: bool) {
+        let signal = if running {
+            libc::SIGCONT
+        } else {
+            libc::SIGSTOP
+        };
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    fn expect_ready(&mut self) {
+        let mut line = String::new();
+        self.stdout.as_mut().unwrap().read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ring in a private segment, removed at once: it lives while mapped (Linux
+/// still lets the peer attach it by id), so nothing is left behind even if the
+/// benchmark panics.
+fn ring(capacity: u64) -> (SpscRing<u64>, i32) {
+    let ring = SpscRing::<u64>::create(Location::Private, capacity).expect("ring");
+    ring.remove().expect("remove");
+    let Location::Id(id) = *ring.location() else {
+        unreachable!()
+    };
+    (ring, id)
+}
+
+/// The raw floor: two atomics on separate lines of a shared segment.
+struct RawPingPong {
+    mapping: Mapping,
+    peer: Peer,
+    counter: u64,
+}
+
+impl RawPingPong {
+    fn new() -> RawPingPong {
+        let segment = Segment::create_private(4096).expect("segment");
+        let mapping = segment.attach().expect("attach");
+        segment.remove().expect("remove (freed when both detach)");
+        let mut peer = Peer::start(&["raw-echo", &segment.id().to_string()], None);
+        peer.expect_ready();
+        RawPingPong {
+            mapping,
+            peer,
+            counter: 0,
+        }
+    }
+
+    fn round_trips(&mut self, iters: u64) -> Duration {
+        let base = self.mapping.as_mut_ptr().unwrap();
+        // SAFETY: offsets 0 and 128 of a live 4096-byte mapping, 8-aligned,
+        // accessed only atomically by both processes.
+        let (ping, pong) = unsafe {
+            (
+                AtomicU64::from_ptr(base.cast()),
+                AtomicU64::from_ptr(base.add(128).cast()),
+            )
+        };
+        let started = Instant::now();
+        for _ in 0..iters {
+            self.counter += 1;
+            ping.store(self.counter, Ordering::Release);
+            while pong.load(Ordering::Acquire) != self.counter {
+                spin_loop();
+            }
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for RawPingPong {
+    fn drop(&mut self) {
+        if let Some(base) = self.mapping.as_mut_ptr() {
+            // SAFETY: as in round_trips.
+            unsafe { AtomicU64::from_ptr(base.cast()) }.store(u64::MAX, Ordering::Release);
+        }
+    }
+}
+
+/// Two rings and an echoing peer.
+struct RingPingPong {
+    there: &'static SpscRing<u64>,
+    back: &'static SpscRing<u64>,
+    producer: Producer<'static, u64>,
+    consumer: Consumer<'static, u64>,
+    peer: Peer,
+    blocking: bool,
+}
+
+impl RingPingPong {
+    fn new(blocking: bool) -> RingPingPong {
+        let (there, there_id) = ring(64);
+        let (back, back_id) = ring(64);
+        let (there, back): (&'static SpscRing<u64>, &'static SpscRing<u64>) =
+            (Box::leak(Box::new(there)), Box::leak(Box::new(back)));
+        let mode = if blocking { "blocking" } else { "spin" };
+        let mut peer = Peer::start(
+            &[
+                "spsc-echo",
+                &there_id.to_string(),
+                &back_id.to_string(),
+                "64",
+                mode,
+            ],
+            None,
+        );
+        peer.expect_ready();
+        RingPingPong {
+            there,
+            back,
+            producer: there.producer().unwrap(),
+            consumer: back.consumer().unwrap(),
+            peer,
+            blocking,
+        }
+    }
+
+    fn round_trips(&mut self, iters: u64) -> Duration {
+        let started = Instant::now();
+        for value in 0..iters {
+            if self.blocking {
+                self.producer
+                    .push_blocking(value, Duration::from_secs(10))
+                    .unwrap();
+                let got = self.consumer.pop_blocking(Duration::from_secs(10)).unwrap();
+                assert_eq!(got, Some(value));
+            } else {
+                let mut pending = value;
+                while let Err(PushError::Full(back)) = self.producer.push(pending) {
+                    pending = back;
+                }
+                loop {
+                    if let Some(got) = self.consumer.pop().unwrap() {
+                        assert_eq!(got, value);
+                        break;
+                    }
+                    spin_loop();
+                }
+            }
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for RingPingPong {
+    fn drop(&mut self) {
+        let _ = self.producer.push(u64::MAX);
+        let _ = (self.there, self.back); // leaked for 'static handles; the process ends soon
+    }
+}
+
+/// 8-byte messages to an echoing peer over a stream (pipe or Unix socket).
+struct StreamPingPong {
+    writer: Box<dyn Write>,
+    reader: Box<dyn Read>,
+    _peer: Peer,
+}
+
+impl StreamPingPong {
+    fn pipe() -> StreamPingPong {
+        let mut peer = Peer::start(&["stream-echo"], None);
+        let writer = Box::new(peer.stdin.take().unwrap());
+        // Nothing was read yet, so the BufReader holds no buffered bytes.
+        let reader = Box::new(peer.stdout.take().unwrap().into_inner());
+        StreamPingPong {
+            writer,
+            reader,
+            _peer: peer,
+        }
+    }
+
+    fn unix_socket() -> StreamPingPong {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let theirs = OwnedFd::from(theirs);
+        let peer = Peer::start(&["stream-echo", "3"], Some(&theirs));
+        drop(theirs);
+        let reader = ours.try_clone().unwrap();
+        StreamPingPong {
+            writer: Box::new(ours),
+            reader: Box::new(reader),
+            _peer: peer,
+        }
+    }
+
+    fn round_trips(&mut self, iters: u64) -> Duration {
+        let mut message = [0u8; 8];
+        let started = Instant::now();
+        for value in 0..iters {
+            self.writer.write_all(&value.to_ne_bytes()).unwrap();
+            self.writer.flush().unwrap();
+            self.reader.read_exact(&mut message).unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+/// A ring to a counting peer; it answers each u64::MAX with the count so far.
+struct RingSink {
+    producer: Producer<'static, u64>,
+    counts: Consumer<'static, u64>,
+    peer: Peer,
+    batch: Vec<u64>,
+}
+
+impl RingSink {
+    fn new(batch: bool) -> RingSink {
+        let (data, data_id) = ring(1 << 16);
+        // The peer opens both rings with one capacity.
+        let (counts, counts_id) = ring(1 << 16);
+        let (data, counts): (&'static SpscRing<u64>, &'static SpscRing<u64>) =
+            (Box::leak(Box::new(data)), Box::leak(Box::new(counts)));
+        let mode = if batch { "batch" } else { "single" };
+        let mut peer = Peer::start(
+            &[
+                "spsc-sink",
+                &data_id.to_string(),
+                &counts_id.to_string(),
+                "65536",
+                mode,
+            ],
+            None,
+        );
+        peer.expect_ready();
+        RingSink {
+            producer: data.producer().unwrap(),
+            counts: counts.consumer().unwrap(),
+            peer,
+            batch: (0..4096).collect(),
+        }
+    }
+
+    fn push_one_by_one(&mut self, count: u64) -> Duration {
+        let started = Instant::now();
+        for value in 0..count {
+            let mut pending = value;
+            while let Err(PushError::Full(back)) = self.producer.push(pending) {
+                pending = back;
+                spin_loop();
+            }
+        }
+        self.finish(count, started)
+    }
+
+    fn push_batches(&mut self, count: u64) -> Duration {
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while sent < count {
+            let len = (count - sent).min(4096) as usize;
+            sent += self.producer.push_slice(&self.batch[..len]).unwrap() as u64;
+        }
+        self.finish(count, started)
+    }
+
+    fn finish(&mut self, count: u64, started: Instant) -> Duration {
+        self.producer
+            .push_blocking(u64::MAX, Duration::from_secs(60))
+            .unwrap();
+        let counted = self.counts.pop_blocking(Duration::from_secs(60)).unwrap();
+        let took = started.elapsed();
+        assert_eq!(counted, Some(count), "the peer received every item");
+        took
+    }
+}
+
+/// SpscRing with producer and consumer threads in this process (heap region).
+fn spsc_threads_one_by_one(count: u64) -> Duration {
+    let ring = SpscRing::<u64>::create_in(
+        shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16)),
+        1 << 16,
+    )
+    .unwrap();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let mut consumer = ring.consumer().unwrap();
+        scope.spawn(move || {
+            let mut received = 0;
+            while received < count {
+                if consumer.pop().unwrap().is_some() {
+                    received += 1;
+                } else {
+                    spin_loop();
+                }
+            }
+        });
+        let mut producer = ring.producer().unwrap();
+        for value in 0..count {
+            let mut pending = value;
+            while let Err(PushError::Full(back)) = producer.push(pending) {
+                pending = back;
+                spin_loop();
+            }
+        }
+    });
+    started.elapsed()
+}
+
+/// rtrb with producer and consumer threads in this process.
+fn rtrb_one_by_one(count: u64) -> Duration {
+    let (mut producer, mut consumer) = rtrb::RingBuffer::<u64>::new(1 << 16);
+    let started = Instant::now();
+    let consuming = std::thread::spawn(move || {
+        let mut received = 0;
+        while received < count {
+            if consumer.pop().is_ok() {
+                received += 1;
+            } else {
+                spin_loop();
+            }
+        }
+    });
+    for value in 0..count {
+        let mut pending = value;
+        while let Err(rtrb::PushError::Full(back)) = producer.push(pending) {
+            pending = back;
+            spin_loop();
+        }
+    }
+    consuming.join().unwrap();
+    started.elapsed()
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_trip");
+    let mut raw = RawPingPong::new();
+    group.bench_function("raw atomic ping-pong, two processes", |b| {
+        b.iter_custom(|iters| raw.round_trips(iters))
+    });
+    drop(raw);
+    let mut spin = RingPingPong::new(false);
+    group.bench_function("SpscRing spinning, two processes", |b| {
+        b.iter_custom(|iters| spin.round_trips(iters))
+    });
+    drop(spin);
+    let mut blocking = RingPingPong::new(true);
+    group.bench_function("SpscRing blocking, two processes", |b| {
+        b.iter_custom(|iters| blocking.round_trips(iters))
+    });
+    drop(blocking);
+    let mut pipe = StreamPingPong::pipe();
+    group.bench_function("pipe, two processes", |b| {
+        b.iter_custom(|iters| pipe.round_trips(iters))
+    });
+    drop(pipe);
+    let mut socket = StreamPingPong::unix_socket();
+    group.bench_function("Unix socket, two processes", |b| {
+        b.iter_custom(|iters| socket.round_trips(iters))
+    });
+    group.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("throughput_one_by_one");
+    group.throughput(Throughput::Elements(1));
+    let mut single = RingSink::new(false);
+    group.bench_function("SpscRing u64, two processes", |b| {
+        b.iter_custom(|iters| single.push_one_by_one(iters))
+    });
+    drop(single);
+    group.bench_function("rtrb u64, two threads", |b| b.iter_custom(rtrb_one_by_one));
+    group.bench_function("SpscRing u64, two threads", |b| {
+        b.iter_custom(spsc_threads_one_by_one)
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("throughput_batch");
+    group.throughput(Throughput::Elements(1));
+    let mut batch = RingSink::new(true);
+    group.bench_function(
+        "SpscRing u64 push_slice/pop_into 4096, two processes",
+        |b| b.iter_custom(|iters| batch.push_batches(iters)),
+    );
+    group.finish();
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Subject and baseline alternately, in rounds; prints median ratios.
+fn interleaved() {
+    const ROUNDS: usize = 15;
+    let mut raw = RawPingPong::new();
+    let mut spin = RingPingPong::new(false);
+    let (mut ratios, mut raw_ns) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        spin.peer.set_running(false);
+        raw.peer.set_running(true);
+        let base = raw.round_trips(20_000);
+        raw.peer.set_running(false);
+        spin.peer.set_running(true);
+        let subject = spin.round_trips(20_000);
+        ratios.push(subject.as_secs_f64() / base.as_secs_f64());
+        raw_ns.push(base.as_nanos() as f64 / 20_000.0);
+    }
+    raw.peer.set_running(true);
+    drop((raw, spin));
+    println!(
+        "interleaved: SpscRing spinning RTT / raw atomic RTT = {:.2}x (median of {ROUNDS}; raw RTT median {:.0} ns)",
+        median(&mut ratios),
+        median(&mut raw_ns)
+    );
+
+    let mut blocking = RingPingPong::new(true);
+    let mut pipe = StreamPingPong::pipe();
+    let mut socket = StreamPingPong::unix_socket();
+    let (mut ring_ns, mut pipe_ns, mut socket_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let per_trip = |took: Duration| took.as_nanos() as f64 / 2_000.0;
+    for _ in 0..ROUNDS {
+        ring_ns.push(per_trip(blocking.round_trips(2_000)));
+        pipe_ns.push(per_trip(pipe.round_trips(2_000)));
+        socket_ns.push(per_trip(socket.round_trips(2_000)));
+    }
+    drop((blocking, pipe, socket));
+    let (ring_ns, pipe_ns, socket_ns) = (
+        median(&mut ring_ns),
+        median(&mut pipe_ns),
+        median(&mut socket_ns),
+    );
+    println!(
+        "interleaved: RTT medians of {ROUNDS} rounds: SpscRing blocking {ring_ns:.0} ns, \
+         pipe {pipe_ns:.0} ns, Unix socket {socket_ns:.0} ns; ring/pipe = {:.2}x, ring/socket = {:.2}x",
+        ring_ns / pipe_ns,
+        ring_ns / socket_ns
+    );
+
+    let mut single = RingSink::new(false);
+    let mut to_rtrb = Vec::new();
+    for _ in 0..ROUNDS {
+        single.peer.set_running(true);
+        let subject = single.push_one_by_one(2_000_000).as_secs_f64();
+        single.peer.set_running(false);
+        to_rtrb.push(rtrb_one_by_one(2_000_000).as_secs_f64() / subject);
+    }
+    single.peer.set_running(true);
+    drop(single);
+    let mut threads_to_rtrb = Vec::new();
+    for _ in 0..ROUNDS {
+        let subject = spsc_threads_one_by_one(2_000_000).as_secs_f64();
+        threads_to_rtrb.push(rtrb_one_by_one(2_000_000).as_secs_f64() / subject);
+    }
+    println!(
+        "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {:.2}x, \
+         SpscRing two threads {:.2}x (medians of {ROUNDS})",
+        median(&mut to_rtrb),
+        median(&mut threads_to_rtrb)
+    );
+
+    let mut batch = RingSink::new(true);
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let took = batch.push_batches(20_000_000).as_secs_f64();
+        rates.push(20_000_000.0 / took / 1e6);
+    }
+    println!(
+        "interleaved: SpscRing batch (4096) throughput, two processes: {:.0} M items/s (median of {ROUNDS})",
+        median(&mut rates)
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    round_trip(&mut criterion);
+    throughput(&mut criterion);
+    criterion.final_summary();
+    // `cargo bench -- <filter>` runs only the matching criterion groups; the
+    // interleaved section runs when no filter is given or the filter says so.
+    let filtered = std::env::args()
+        .skip(1)
+        .any(|arg| !arg.starts_with('-') && arg != "interleaved");
+    if !filtered {
+        interleaved();
+    }
+}
