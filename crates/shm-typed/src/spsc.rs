@@ -36,8 +36,11 @@ const CONSUMER_CLAIM_START: usize = CONTROL + 400;
 /// The slots, `capacity * size_of::<T>()` bytes.
 const SLOTS: usize = CONTROL + 512;
 
-/// Spins before a blocking operation sleeps.
-const SPINS: u32 = 200;
+/// How long a blocking operation spins before it sleeps. Measured in time, not
+/// iterations: a pause instruction costs from a few to over a hundred cycles
+/// depending on the processor (and a hypervisor may stretch it), and a peer
+/// that answers within this window is never put to sleep and woken.
+const SPIN_TIME: Duration = Duration::from_micros(20);
 /// The longest a blocked side sleeps before it looks again. A wake-up can be
 /// missed in a narrow window (the waker checks the sleep flag without a full
 /// fence, to keep the fast path free of one), and this bounds what that costs.
@@ -552,9 +555,9 @@ impl<T: Pod> Producer<'_, T> {
     /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
     /// the consumer wakes (it makes that syscall only when we announced a sleep).
     pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         let mut value = value;
-        let mut spins = 0;
         loop {
             match self.push(value) {
                 Err(PushError::Full(back)) => value = back,
@@ -563,8 +566,7 @@ impl<T: Pod> Producer<'_, T> {
             if Instant::now() >= deadline {
                 return Err(PushError::Timeout(value));
             }
-            if spins < SPINS {
-                spins += 1;
+            if started.elapsed() < SPIN_TIME {
                 spin_loop();
                 continue;
             }
@@ -681,8 +683,8 @@ impl<T: Pod> Consumer<'_, T> {
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// the producer wakes. `Ok(None)` if the timeout ran out.
     pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
-        let deadline = Instant::now() + timeout;
-        let mut spins = 0;
+        let started = Instant::now();
+        let deadline = started + timeout;
         loop {
             if let Some(value) = self.pop()? {
                 return Ok(Some(value));
@@ -690,8 +692,7 @@ impl<T: Pod> Consumer<'_, T> {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            if spins < SPINS {
-                spins += 1;
+            if started.elapsed() < SPIN_TIME {
                 spin_loop();
                 continue;
             }
