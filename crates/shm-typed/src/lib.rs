@@ -23,6 +23,9 @@
 //! # Ok::<(), shm_typed::Error>(())
 //! ```
 //!
+//! For streams, [`SpscRing`] moves values from one process to another without a
+//! syscall per item; its layout and protocol are documented on the type.
+//!
 //! # What an opener checks
 //!
 //! Before a byte of payload is trusted, the opener waits (bounded) for the
