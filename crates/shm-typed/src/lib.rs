@@ -102,6 +102,9 @@ mod backend;
 mod error;
 mod header;
 mod lock;
+mod mpmc;
+#[cfg(test)]
+mod mpmc_model;
 mod region;
 mod shared;
 mod spsc;
@@ -118,6 +121,7 @@ pub use header::{
     STATE_INITIALIZING, STATE_READY, STATE_UNINITIALIZED, TYPE_NAME_CAPACITY,
 };
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
+pub use mpmc::MpmcRing;
 pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;

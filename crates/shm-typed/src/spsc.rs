@@ -89,6 +89,10 @@ impl<T: fmt::Debug> std::error::Error for PushError<T> {}
 pub struct Corrupted(Box<Error>);
 
 impl Corrupted {
+    pub(crate) fn new(error: Error) -> Corrupted {
+        Corrupted(Box::new(error))
+    }
+
     /// The error, naming the segment and the values found.
     pub fn into_error(self) -> Error {
         *self.0
@@ -349,10 +353,10 @@ impl<T: Pod> SpscRing<T> {
     #[cold]
     #[inline(never)]
     fn corrupted(&self, what: String) -> Corrupted {
-        Corrupted(Box::new(Error::Corrupted {
+        Corrupted::new(Error::Corrupted {
             location: self.location.clone(),
             what,
-        }))
+        })
     }
 
     /// Claims a role: CAS our pid into its claim word, taking over a claim whose

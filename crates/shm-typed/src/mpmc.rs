@@ -1,0 +1,459 @@
+//! [`MpmcRing`]: a bounded multi-producer multi-consumer ring of `Pod` values
+//! in a segment, for many processes at once.
+
+use std::fmt;
+use std::hint::spin_loop;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use shm_sys::Mode;
+
+use crate::backend::{create_backend, open_backend, remove_backend, Backend};
+use crate::error::{Error, Location, Result};
+use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::region::Region;
+use crate::spsc::{Corrupted, PushError};
+use crate::sys;
+
+const CONTROL: usize = PAYLOAD_OFFSET;
+/// Next position a producer claims (its own 128-byte line).
+const ENQUEUE: usize = CONTROL;
+/// Next position a consumer claims (its own line).
+const DEQUEUE: usize = CONTROL + 128;
+/// Futex words: an epoch consumers sleep on and how many sleep; the same for
+/// producers waiting for room.
+const CONSUMER_EPOCH: usize = CONTROL + 256;
+const CONSUMER_SLEEPERS: usize = CONTROL + 260;
+const PRODUCER_EPOCH: usize = CONTROL + 264;
+const PRODUCER_SLEEPERS: usize = CONTROL + 268;
+/// The slots: each a u64 sequence number, then the value.
+const SLOTS: usize = CONTROL + 384;
+/// Offset of the value inside a slot, for values aligned to at most 16.
+const VALUE_OFFSET: usize = 16;
+
+/// How long a blocking call spins before it sleeps.
+const SPIN_TIME: Duration = Duration::from_micros(20);
+/// The longest sleep before looking again (bounds the cost of a missed wake).
+const NAP: Duration = Duration::from_millis(1);
+/// Failed claims in a row (other parties won each time) before a call gives up
+/// and reports the ring as corrupted: real contention never gets near this, a
+/// peer writing nonsense into the positions can.
+const MAX_RETRIES: u32 = 1 << 20;
+
+/// A bounded ring of `T` that any number of producers and consumers, in any
+/// number of processes, use at once.
+///
+/// Each slot carries a sequence number (Dmitry Vyukov's bounded MPMC queue):
+/// slot `p % capacity` is free for position `p` when its sequence is `p`, and
+/// holds the value for position `p` when it is `p + 1`. A producer claims
+/// position `p` with a CAS on the enqueue position, writes the value, and
+/// publishes `p + 1` (Release); a consumer claims with a CAS on the dequeue
+/// position, copies the value out, and frees the slot for the next lap with
+/// `p + capacity`. No lock, no syscall unless a blocking call sleeps.
+///
+/// | offset | contents |
+/// |---:|---|
+/// | 384 | enqueue position (u64) |
+/// | 512 | dequeue position (u64) |
+/// | 640 | futex words: consumer epoch, consumer sleepers, producer epoch, producer sleepers (u32 each) |
+/// | 768 | slots: sequence (u64), 8 reserved bytes, the value; each slot padded to a multiple of 16 |
+///
+/// # A process that dies mid-operation
+///
+/// Lock-free does not mean crash-proof, and this ring chooses speed:
+///
+/// - A producer that dies between claiming a position and publishing it leaves
+///   that slot claimed forever. Consumers reach it and find the ring "empty"
+///   from there on; producers fill the remaining slots and then find it full.
+///   Nothing is corrupted and nothing blocks without bound (the blocking calls
+///   time out), but the ring is stuck until it is recreated.
+/// - A consumer that dies between claiming a position and freeing its slot
+///   loses that one value and leaves the slot taken: a lap later producers find
+///   the ring full at that slot, with the same consequence.
+///
+/// The window is a few instructions long, so it takes a crash at exactly the
+/// wrong moment; where a crash must never wedge the stream, use one
+/// [`SpscRing`](crate::SpscRing) per producer, whose claims are taken over
+/// when their holder dies. `tests/mpmc.rs` shows both behaviours.
+///
+/// ```
+/// use shm_typed::{Location, MpmcRing};
+///
+/// let ring = MpmcRing::<u64>::create(Location::Private, 64)?;
+/// ring.remove()?;
+/// ring.push(1).unwrap();
+/// ring.push(2).unwrap();
+/// assert_eq!(ring.pop()?, Some(1));
+/// assert_eq!(ring.pop()?, Some(2));
+/// assert_eq!(ring.pop()?, None);
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub struct MpmcRing<T> {
+    base: NonNull<u8>,
+    capacity: u64,
+    stride: usize,
+    region: Region,
+    backend: Backend,
+    location: Location,
+    _type: PhantomData<T>,
+}
+
+// SAFETY: an owned mapping plus plain data.
+unsafe impl<T: Send> Send for MpmcRing<T> {}
+// SAFETY: every shared operation goes through atomics and the slot protocol,
+// which gives each claimed slot to exactly one party at a time.
+unsafe impl<T: Send> Sync for MpmcRing<T> {}
+
+impl<T: Pod> MpmcRing<T> {
+    fn stride() -> usize {
+        (VALUE_OFFSET + std::mem::size_of::<T>()).next_multiple_of(16)
+    }
+
+    fn spec(location: &Location, capacity: u64) -> Result<Spec> {
+        let size = std::mem::size_of::<T>();
+        let align = std::mem::align_of::<T>();
+        let unsupported = |what: String| Error::Unsupported {
+            location: location.clone(),
+            what,
+        };
+        if !capacity.is_power_of_two() || capacity < 2 {
+            return Err(unsupported(format!(
+                "capacity {capacity} is not a power of two of at least 2"
+            )));
+        }
+        if align > 16 || size == 0 {
+            return Err(unsupported(format!(
+                "element size {size} / alignment {align}: need a non-zero size and alignment <= 16"
+            )));
+        }
+        let slots = capacity
+            .checked_mul(Self::stride() as u64)
+            .filter(|&bytes| bytes <= (1 << 46))
+            .ok_or_else(|| unsupported(format!("capacity {capacity} is too large")))?;
+        Ok(Spec {
+            kind: Kind::MpmcRing,
+            payload_offset: PAYLOAD_OFFSET as u64,
+            payload_size: (SLOTS - PAYLOAD_OFFSET) as u64 + slots,
+            payload_align: align as u32,
+            element_size: size as u32,
+            capacity,
+            type_name: header::default_type_name::<T>(),
+        })
+    }
+
+    /// Writes each slot's initial sequence number: slot `i` is free for position `i`.
+    fn initial_sequences(region: &Region, capacity: u64) {
+        let stride = Self::stride();
+        for index in 0..capacity {
+            let offset = SLOTS + index as usize * stride;
+            region.write_bytes(offset, &index.to_ne_bytes());
+        }
+    }
+
+    /// Creates a ring of `capacity` slots (a power of two, at least 2).
+    pub fn create(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
+        let location = location.into();
+        let spec = Self::spec(&location, capacity)?;
+        let (region, backend, location) =
+            create_backend(&location, spec.segment_len(), Mode::OWNER_RW)?;
+        if let Err(error) = header::initialize(&region, &location, &spec, |region| {
+            Self::initial_sequences(region, capacity)
+        }) {
+            let _ = remove_backend(&backend);
+            return Err(error);
+        }
+        Ok(Self::from_parts(region, backend, location, capacity))
+    }
+
+    /// Opens the ring at `location`, checking kind, element type and capacity.
+    pub fn open(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
+        let location = location.into();
+        let spec = Self::spec(&location, capacity)?;
+        let (region, backend, os_creator) = open_backend(
+            &location,
+            shm_sys::sysv::Access::ReadWrite,
+            spec.segment_len(),
+            Duration::from_secs(1),
+        )?;
+        header::open(
+            &region,
+            &location,
+            &spec,
+            Wait {
+                timeout: Duration::from_secs(1),
+                os_creator,
+            },
+        )?;
+        Ok(Self::from_parts(region, backend, location, capacity))
+    }
+
+    /// Makes a ring in a blank heap region (tests, single process).
+    pub fn create_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
+        let spec = Self::spec(&Location::Heap, capacity)?;
+        header::initialize(&region, &Location::Heap, &spec, |region| {
+            Self::initial_sequences(region, capacity)
+        })?;
+        Ok(Self::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            capacity,
+        ))
+    }
+
+    /// The region has been checked to hold the control lines and all slots.
+    fn from_parts(region: Region, backend: Backend, location: Location, capacity: u64) -> Self {
+        MpmcRing {
+            base: NonNull::new(region.as_ptr()).expect("regions are non-null"),
+            capacity,
+            stride: Self::stride(),
+            region,
+            backend,
+            location,
+            _type: PhantomData,
+        }
+    }
+
+    fn word32(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: a control offset below SLOTS, inside the validated region,
+        // 4-aligned; accessed only atomically.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    fn word64(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: as word32, 8-aligned.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) }
+    }
+
+    /// The slot for `position`: its sequence word and its value.
+    #[inline]
+    fn slot(&self, position: u64) -> (&AtomicU64, *mut T) {
+        let index = (position & (self.capacity - 1)) as usize;
+        // SAFETY: index < capacity and the region holds `capacity` slots of
+        // `stride` bytes after SLOTS (validated at open/create); SLOTS and the
+        // stride are multiples of 16, so the sequence is 8-aligned and the value,
+        // at offset 16, is aligned for T (align <= 16).
+        unsafe {
+            let slot = self.base.as_ptr().add(SLOTS + index * self.stride);
+            (
+                AtomicU64::from_ptr(slot.cast()),
+                slot.add(VALUE_OFFSET).cast::<T>(),
+            )
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn corrupted(&self, what: String) -> Corrupted {
+        Corrupted::new(Error::Corrupted {
+            location: self.location.clone(),
+            what,
+        })
+    }
+
+    /// Pushes one value, or hands it back if the ring is full.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        let enqueue = self.word64(ENQUEUE);
+        let mut position = enqueue.load(Ordering::Relaxed);
+        let mut retries = 0u32;
+        loop {
+            let (sequence, slot) = self.slot(position);
+            let seen = sequence.load(Ordering::Acquire);
+            let lag = seen.wrapping_sub(position) as i64;
+            if lag == 0 {
+                match enqueue.compare_exchange_weak(
+                    position,
+                    position.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS gave us position `position`; its slot is
+                        // free (sequence == position) and no one else touches the
+                        // value until we publish.
+                        unsafe { slot.write(value) };
+                        sequence.store(position.wrapping_add(1), Ordering::Release);
+                        self.wake(CONSUMER_EPOCH, CONSUMER_SLEEPERS);
+                        return Ok(());
+                    }
+                    Err(current) => position = current,
+                }
+            } else if lag < 0 {
+                // The slot still holds the value from the previous lap: full.
+                return Err(PushError::Full(value));
+            } else {
+                position = enqueue.load(Ordering::Relaxed);
+            }
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Err(PushError::Corrupted(
+                    value,
+                    self.corrupted(format!("no free slot claimed after {MAX_RETRIES} tries")),
+                ));
+            }
+        }
+    }
+
+    /// Pops one value, or `None` if the ring is empty.
+    #[inline]
+    pub fn pop(&self) -> Result<Option<T>, Corrupted> {
+        let dequeue = self.word64(DEQUEUE);
+        let mut position = dequeue.load(Ordering::Relaxed);
+        let mut retries = 0u32;
+        loop {
+            let (sequence, slot) = self.slot(position);
+            let seen = sequence.load(Ordering::Acquire);
+            let lag = seen.wrapping_sub(position.wrapping_add(1)) as i64;
+            if lag == 0 {
+                match dequeue.compare_exchange_weak(
+                    position,
+                    position.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS gave us position `position`, published
+                        // (sequence == position + 1, Acquire); producers do not
+                        // write it again until we free it. Volatile: a hostile
+                        // peer writing it yields wrong bytes, not undefined
+                        // behaviour.
+                        let value = unsafe { slot.read_volatile() };
+                        sequence.store(position.wrapping_add(self.capacity), Ordering::Release);
+                        self.wake(PRODUCER_EPOCH, PRODUCER_SLEEPERS);
+                        return Ok(Some(value));
+                    }
+                    Err(current) => position = current,
+                }
+            } else if lag < 0 {
+                return Ok(None);
+            } else {
+                position = dequeue.load(Ordering::Relaxed);
+            }
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Err(self.corrupted(format!(
+                    "no published slot claimed after {MAX_RETRIES} tries"
+                )));
+            }
+        }
+    }
+
+    /// Wakes one sleeper on `epoch` if any announced itself.
+    #[inline]
+    fn wake(&self, epoch: usize, sleepers: usize) {
+        if self.word32(sleepers).load(Ordering::Relaxed) != 0 {
+            let word = self.word32(epoch);
+            word.fetch_add(1, Ordering::Release);
+            sys::futex_wake(word, 1);
+        }
+    }
+
+    /// Sleeps on `epoch` unless `ready()`, at most [`NAP`] and not past `deadline`.
+    fn nap(&self, epoch: usize, sleepers: usize, deadline: Instant, ready: impl Fn() -> bool) {
+        let word = self.word32(epoch);
+        let seen = word.load(Ordering::Acquire);
+        self.word32(sleepers).fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            sys::futex_wait(word, seen, left.min(NAP));
+        }
+        self.word32(sleepers).fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Pushes, waiting up to `timeout` for room: spins, then sleeps on a futex
+    /// that consumers wake.
+    pub fn push_blocking(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut value = value;
+        loop {
+            match self.push(value) {
+                Err(PushError::Full(back)) => value = back,
+                other => return other,
+            }
+            if Instant::now() >= deadline {
+                return Err(PushError::Timeout(value));
+            }
+            if started.elapsed() < SPIN_TIME {
+                spin_loop();
+                continue;
+            }
+            self.nap(PRODUCER_EPOCH, PRODUCER_SLEEPERS, deadline, || {
+                let position = self.word64(ENQUEUE).load(Ordering::SeqCst);
+                let (sequence, _) = self.slot(position);
+                sequence.load(Ordering::SeqCst) == position
+            });
+        }
+    }
+
+    /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
+    /// that producers wake. `Ok(None)` if the timeout ran out.
+    pub fn pop_blocking(&self, timeout: Duration) -> Result<Option<T>, Corrupted> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            if let Some(value) = self.pop()? {
+                return Ok(Some(value));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            if started.elapsed() < SPIN_TIME {
+                spin_loop();
+                continue;
+            }
+            self.nap(CONSUMER_EPOCH, CONSUMER_SLEEPERS, deadline, || {
+                let position = self.word64(DEQUEUE).load(Ordering::SeqCst);
+                let (sequence, _) = self.slot(position);
+                sequence.load(Ordering::SeqCst) == position.wrapping_add(1)
+            });
+        }
+    }
+
+    /// Items in the ring now, approximately (positions move while we read them),
+    /// clamped to `0..=capacity`.
+    pub fn len(&self) -> u64 {
+        let dequeue = self.word64(DEQUEUE).load(Ordering::Acquire);
+        let enqueue = self.word64(ENQUEUE).load(Ordering::Acquire);
+        enqueue.saturating_sub(dequeue).min(self.capacity)
+    }
+
+    /// Whether the ring looks empty now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity in elements.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Where the ring is ([`Location::Id`] for a ring created as private).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The region holding the ring.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Removes the segment (`IPC_RMID` or `shm_unlink`); mappings stay usable.
+    pub fn remove(&self) -> Result<()> {
+        remove_backend(&self.backend)
+    }
+}
+
+impl<T> fmt::Debug for MpmcRing<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MpmcRing")
+            .field("type", &std::any::type_name::<T>())
+            .field("capacity", &self.capacity)
+            .field("location", &self.location)
+            .finish()
+    }
+}
