@@ -6,6 +6,8 @@
 //! - `throughput_one_by_one`: u64 pushed and popped one at a time, against
 //!   `rtrb` with both sides in one process.
 //! - `throughput_batch`: `push_slice`/`pop_into` in chunks of 4096.
+//! - `MpmcRing` one-by-one throughput (one producer, one consumer process),
+//!   against crossbeam's `ArrayQueue` with two threads.
 //!
 //! After the criterion groups, an interleaved section (`cargo bench --bench ring
 //! -- interleaved` runs it alone) measures subject and
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use shm_sys::sysv::Segment;
 use shm_sys::Mapping;
-use shm_typed::{Consumer, Location, Producer, PushError, SpscRing};
+use shm_typed::{Consumer, Location, MpmcRing, Producer, PushError, SpscRing};
 
 /// A peer process from the test helper binary, killed on drop.
 struct Peer {
@@ -377,6 +379,83 @@ fn spsc_threads_one_by_one(count: u64) -> Duration {
     started.elapsed()
 }
 
+/// An MpmcRing to a counting peer process (used with one producer and one
+/// consumer, the only split two vCPUs measure without thrashing).
+struct MpmcSink {
+    data: MpmcRing<u64>,
+    counts: MpmcRing<u64>,
+    peer: Peer,
+}
+
+impl MpmcSink {
+    fn new() -> MpmcSink {
+        let make = || {
+            let ring = MpmcRing::<u64>::create(Location::Private, 1 << 16).expect("ring");
+            ring.remove().expect("remove");
+            let Location::Id(id) = *ring.location() else {
+                unreachable!()
+            };
+            (ring, id)
+        };
+        let ((data, data_id), (counts, counts_id)) = (make(), make());
+        let mut peer = Peer::start(
+            &[
+                "mpmc-sink",
+                &data_id.to_string(),
+                &counts_id.to_string(),
+                "65536",
+            ],
+            None,
+        );
+        peer.expect_ready();
+        MpmcSink { data, counts, peer }
+    }
+
+    fn push_one_by_one(&mut self, count: u64) -> Duration {
+        let started = Instant::now();
+        for value in 0..count {
+            let mut pending = value;
+            while let Err(PushError::Full(back)) = self.data.push(pending) {
+                pending = back;
+                spin_loop();
+            }
+        }
+        self.data
+            .push_blocking(u64::MAX, Duration::from_secs(60))
+            .unwrap();
+        let counted = self.counts.pop_blocking(Duration::from_secs(60)).unwrap();
+        let took = started.elapsed();
+        assert_eq!(counted, Some(count), "the peer received every item");
+        took
+    }
+}
+
+/// crossbeam's ArrayQueue with a producer and a consumer thread in this process.
+fn array_queue_one_by_one(count: u64) -> Duration {
+    let queue = crossbeam_queue::ArrayQueue::<u64>::new(1 << 16);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut received = 0;
+            while received < count {
+                if queue.pop().is_some() {
+                    received += 1;
+                } else {
+                    spin_loop();
+                }
+            }
+        });
+        for value in 0..count {
+            let mut pending = value;
+            while let Err(back) = queue.push(pending) {
+                pending = back;
+                spin_loop();
+            }
+        }
+    });
+    started.elapsed()
+}
+
 /// rtrb with producer and consumer threads in this process.
 fn rtrb_one_by_one(count: u64) -> Duration {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<u64>::new(1 << 16);
@@ -442,6 +521,15 @@ fn throughput(c: &mut Criterion) {
     group.bench_function("rtrb u64, two threads", |b| b.iter_custom(rtrb_one_by_one));
     group.bench_function("SpscRing u64, two threads", |b| {
         b.iter_custom(spsc_threads_one_by_one)
+    });
+
+    let mut mpmc = MpmcSink::new();
+    group.bench_function("MpmcRing u64, two processes", |b| {
+        b.iter_custom(|iters| mpmc.push_one_by_one(iters))
+    });
+    drop(mpmc);
+    group.bench_function("crossbeam ArrayQueue u64, two threads", |b| {
+        b.iter_custom(array_queue_one_by_one)
     });
     group.finish();
 
@@ -527,6 +615,22 @@ fn interleaved() {
          SpscRing two threads {:.2}x (medians of {ROUNDS})",
         median(&mut to_rtrb),
         median(&mut threads_to_rtrb)
+    );
+
+    let mut mpmc = MpmcSink::new();
+    let mut to_array_queue = Vec::new();
+    for _ in 0..ROUNDS {
+        mpmc.peer.set_running(true);
+        let subject = mpmc.push_one_by_one(2_000_000).as_secs_f64();
+        mpmc.peer.set_running(false);
+        to_array_queue.push(array_queue_one_by_one(2_000_000).as_secs_f64() / subject);
+    }
+    mpmc.peer.set_running(true);
+    drop(mpmc);
+    println!(
+        "interleaved: MpmcRing one-by-one u64 throughput, two processes / crossbeam ArrayQueue, \
+         two threads = {:.2}x (median of {ROUNDS})",
+        median(&mut to_array_queue)
     );
 
     let mut batch = RingSink::new(true);

@@ -117,7 +117,10 @@ fn a_producer_dying_between_claim_and_publish_stalls_consumers_without_hanging()
             Err(other) => panic!("{other}"),
         }
     }
-    assert_eq!(pushed, 4, "8 slots: 1 stuck, 3 waiting, 4 free (2 never used, 2 consumed)");
+    assert_eq!(
+        pushed, 4,
+        "8 slots: 1 stuck, 3 waiting, 4 free (2 never used, 2 consumed)"
+    );
 }
 
 #[test]

@@ -610,6 +610,30 @@ fn run(args: &[String]) -> Result<(), String> {
             ));
             Ok(())
         }
+        // mpmc-sink IN OUT CAP: pop ring IN one at a time; at u64::MAX push the
+        // count so far to ring OUT and start again.
+        "mpmc-sink" => {
+            let input: i32 = parse(args, 1, "input ring id")?;
+            let output: i32 = parse(args, 2, "output ring id")?;
+            let capacity: u64 = parse(args, 3, "capacity")?;
+            let open =
+                |id| MpmcRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string());
+            let (input, output) = (open(input)?, open(output)?);
+            say("ready");
+            let mut count = 0u64;
+            loop {
+                match input.pop().map_err(|e| e.to_string())? {
+                    Some(u64::MAX) => {
+                        output
+                            .push_blocking(count, Duration::from_secs(60))
+                            .map_err(|e| e.to_string())?;
+                        count = 0;
+                    }
+                    Some(_) => count += 1,
+                    None => std::hint::spin_loop(),
+                }
+            }
+        }
         // idle: report our pid and wait for stdin to close.
         "idle" => {
             say(&format!("pid {}", std::process::id()));
