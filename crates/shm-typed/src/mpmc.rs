@@ -367,9 +367,13 @@ impl<T: Pod> MpmcRing<T> {
     /// Pushes, waiting up to `timeout` for room: spins, then sleeps on a futex
     /// that consumers wake.
     pub fn push_blocking(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        // The fast path first: reading the clock costs more than a push.
+        let mut value = match self.push(value) {
+            Err(PushError::Full(back)) => back,
+            other => return other,
+        };
         let started = Instant::now();
         let deadline = started + timeout;
-        let mut value = value;
         loop {
             match self.push(value) {
                 Err(PushError::Full(back)) => value = back,
@@ -393,6 +397,10 @@ impl<T: Pod> MpmcRing<T> {
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// that producers wake. `Ok(None)` if the timeout ran out.
     pub fn pop_blocking(&self, timeout: Duration) -> Result<Option<T>, Corrupted> {
+        // The fast path first: reading the clock costs more than a pop.
+        if let Some(value) = self.pop()? {
+            return Ok(Some(value));
+        }
         let started = Instant::now();
         let deadline = started + timeout;
         loop {

@@ -559,9 +559,13 @@ impl<T: Pod> Producer<'_, T> {
     /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
     /// the consumer wakes (it makes that syscall only when we announced a sleep).
     pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        // The fast path first: reading the clock costs more than a push.
+        let mut value = match self.push(value) {
+            Err(PushError::Full(back)) => back,
+            other => return other,
+        };
         let started = Instant::now();
         let deadline = started + timeout;
-        let mut value = value;
         loop {
             match self.push(value) {
                 Err(PushError::Full(back)) => value = back,
@@ -687,6 +691,10 @@ impl<T: Pod> Consumer<'_, T> {
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// the producer wakes. `Ok(None)` if the timeout ran out.
     pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
+        // The fast path first: reading the clock costs more than a pop.
+        if let Some(value) = self.pop()? {
+            return Ok(Some(value));
+        }
         let started = Instant::now();
         let deadline = started + timeout;
         loop {
