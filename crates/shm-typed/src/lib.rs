@@ -125,7 +125,9 @@ pub use mpmc::MpmcRing;
 pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;
-pub use spsc::{Consumer, Corrupted, Producer, PushError, SpscRing};
+pub use spsc::{
+    ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpscRing, WriteChunk,
+};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.
 #[cfg(doctest)]

@@ -510,7 +510,7 @@ pub struct Producer<'a, T: Pod> {
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
-impl<T: Pod> Producer<'_, T> {
+impl<'a, T: Pod> Producer<'a, T> {
     /// Free slots, reloading the consumer's position only when `needed` are not
     /// free by the cached one.
     #[inline]
@@ -607,6 +607,42 @@ impl<T: Pod> Producer<'_, T> {
         Ok(count as usize)
     }
 
+    /// Up to `len` free slots to fill in place, without copying through a
+    /// buffer; [`WriteChunk::commit`] publishes them.
+    ///
+    /// ```
+    /// use shm_typed::{Location, SpscRing};
+    ///
+    /// let ring = SpscRing::<u32>::create(Location::Private, 8)?;
+    /// ring.remove()?;
+    /// let mut producer = ring.producer()?;
+    /// let mut chunk = producer.write_chunk(3)?;
+    /// let (first, second) = chunk.as_mut_slices();
+    /// for (slot, value) in first.iter_mut().chain(second).zip(10..) {
+    ///     *slot = value;
+    /// }
+    /// chunk.commit_all();
+    ///
+    /// let mut consumer = ring.consumer()?;
+    /// let chunk = consumer.read_chunk(8)?;
+    /// assert_eq!(chunk.iter().collect::<Vec<_>>(), [10, 11, 12]);
+    /// chunk.commit_all();
+    /// assert_eq!(consumer.pop()?, None);
+    /// # Ok::<(), shm_typed::Error>(())
+    /// ```
+    pub fn write_chunk(&mut self, len: usize) -> Result<WriteChunk<'_, 'a, T>, Corrupted> {
+        let free = self.free(len as u64)?;
+        let count = (len as u64).min(free);
+        let (first, second) = self.ring.runs(self.tail, count);
+        Ok(WriteChunk {
+            start: self.ring.slot(self.tail),
+            wrapped: self.ring.slot(0),
+            first,
+            second,
+            producer: self,
+        })
+    }
+
     /// Slots free now (reloading the consumer's position).
     pub fn free_slots(&mut self) -> Result<u64, Corrupted> {
         self.free(self.ring.capacity)
@@ -644,7 +680,7 @@ pub struct Consumer<'a, T: Pod> {
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
-impl<T: Pod> Consumer<'_, T> {
+impl<'a, T: Pod> Consumer<'a, T> {
     /// Items available, reloading the producer's position only when fewer than
     /// `wanted` are known.
     #[inline]
@@ -746,6 +782,21 @@ impl<T: Pod> Consumer<'_, T> {
         Ok(count)
     }
 
+    /// Up to `len` waiting values to read in place; [`ReadChunk::commit`]
+    /// releases them. See [`Producer::write_chunk`] for an example.
+    pub fn read_chunk(&mut self, len: usize) -> Result<ReadChunk<'_, 'a, T>, Corrupted> {
+        let available = self.available(len as u64)?;
+        let count = (len as u64).min(available);
+        let (first, second) = self.ring.runs(self.head, count);
+        Ok(ReadChunk {
+            start: self.ring.slot(self.head),
+            wrapped: self.ring.slot(0),
+            first,
+            second,
+            consumer: self,
+        })
+    }
+
     /// Items waiting now (reloading the producer's position).
     pub fn len(&mut self) -> Result<u64, Corrupted> {
         self.available(self.ring.capacity + 1)
@@ -774,6 +825,226 @@ impl<T: Pod> fmt::Debug for Consumer<'_, T> {
         f.debug_struct("Consumer")
             .field("head", &self.head)
             .field("cached_tail", &self.cached_tail)
+            .finish()
+    }
+}
+
+/// Free slots claimed by [`Producer::write_chunk`], written in place. Nothing is
+/// visible to the consumer until [`commit`](WriteChunk::commit); dropping the
+/// chunk publishes nothing.
+pub struct WriteChunk<'p, 'a, T: Pod> {
+    producer: &'p mut Producer<'a, T>,
+    start: *mut T,
+    wrapped: *mut T,
+    first: usize,
+    second: usize,
+}
+
+impl<T: Pod> WriteChunk<'_, '_, T> {
+    /// How many slots the chunk holds (fewer than asked for if the ring had
+    /// less room).
+    pub fn len(&self) -> usize {
+        self.first + self.second
+    }
+
+    /// Whether the chunk holds no slot (the ring is full).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slots, as the part up to the end of the ring and the part from its
+    /// start. They hold whatever was there before (any bytes are a valid `T`).
+    pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+        // SAFETY: both runs lie inside the slot array (runs() splits at its end),
+        // are free (the consumer does not read them until we publish) and are
+        // written by nobody else (we are the claimed producer): the protocol
+        // grants this handle exclusive access until commit, which needs `self`.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.start, self.first),
+                std::slice::from_raw_parts_mut(self.wrapped, self.second),
+            )
+        }
+    }
+
+    /// Publishes the first `count` slots (at most [`len`](WriteChunk::len)).
+    ///
+    /// # Panics
+    ///
+    /// If `count` exceeds the chunk's length.
+    pub fn commit(self, count: usize) {
+        assert!(
+            count <= self.len(),
+            "commit {count} of a {}-slot chunk",
+            self.len()
+        );
+        if count > 0 {
+            self.producer.publish(count as u64);
+        }
+    }
+
+    /// Publishes every slot of the chunk.
+    pub fn commit_all(self) {
+        let count = self.len();
+        self.commit(count);
+    }
+}
+
+impl<T: Pod> fmt::Debug for WriteChunk<'_, '_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteChunk")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Waiting values claimed by [`Consumer::read_chunk`], read in place. Nothing is
+/// released to the producer until [`commit`](ReadChunk::commit); dropping the
+/// chunk releases nothing, so the values are read again.
+pub struct ReadChunk<'c, 'a, T: Pod> {
+    consumer: &'c mut Consumer<'a, T>,
+    start: *const T,
+    wrapped: *const T,
+    first: usize,
+    second: usize,
+}
+
+impl<T: Pod> ReadChunk<'_, '_, T> {
+    /// How many values the chunk holds.
+    pub fn len(&self) -> usize {
+        self.first + self.second
+    }
+
+    /// Whether the chunk holds no value (the ring is empty).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of the value at `index`, or `None` past the end.
+    pub fn get(&self, index: usize) -> Option<T> {
+        read_run_pair(self.start, self.wrapped, self.first, self.len(), index)
+    }
+
+    /// Copies of the values, in order.
+    pub fn iter(&self) -> ChunkIter<'_, T> {
+        ChunkIter {
+            start: self.start,
+            wrapped: self.wrapped,
+            first: self.first,
+            len: self.len(),
+            index: 0,
+            _chunk: PhantomData,
+        }
+    }
+
+    /// The values in place, as the part up to the end of the ring and the part
+    /// from its start.
+    ///
+    /// # Safety
+    ///
+    /// The producer must not write these slots while the slices live, which a
+    /// correct producer never does (they are published and not yet released).
+    /// A buggy or hostile producer that does makes these shared references
+    /// undefined behaviour; [`get`](ReadChunk::get) and [`iter`](ReadChunk::iter)
+    /// copy with volatile reads and need no such trust.
+    pub unsafe fn as_slices(&self) -> (&[T], &[T]) {
+        // SAFETY: both runs lie inside the slot array and are published; the
+        // caller promises no concurrent writer.
+        unsafe {
+            (
+                std::slice::from_raw_parts(self.start, self.first),
+                std::slice::from_raw_parts(self.wrapped, self.second),
+            )
+        }
+    }
+
+    /// Releases the first `count` values (at most [`len`](ReadChunk::len)) to
+    /// the producer.
+    ///
+    /// # Panics
+    ///
+    /// If `count` exceeds the chunk's length.
+    pub fn commit(self, count: usize) {
+        assert!(
+            count <= self.len(),
+            "commit {count} of a {}-value chunk",
+            self.len()
+        );
+        if count > 0 {
+            self.consumer.release(count as u64);
+        }
+    }
+
+    /// Releases every value of the chunk.
+    pub fn commit_all(self) {
+        let count = self.len();
+        self.commit(count);
+    }
+}
+
+impl<T: Pod> fmt::Debug for ReadChunk<'_, '_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadChunk")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// The value at `index` of two runs (`first` values at `start`, the rest at
+/// `wrapped`), read with a volatile copy; `None` past `len`.
+fn read_run_pair<T: Pod>(
+    start: *const T,
+    wrapped: *const T,
+    first: usize,
+    len: usize,
+    index: usize,
+) -> Option<T> {
+    let slot = if index < first {
+        // SAFETY: index < first: inside the first run (a ReadChunk's invariant).
+        unsafe { start.add(index) }
+    } else if index < len {
+        // SAFETY: index - first < len - first: inside the second run.
+        unsafe { wrapped.add(index - first) }
+    } else {
+        return None;
+    };
+    // SAFETY: a published slot that a well-behaved producer does not rewrite
+    // until the chunk is released; volatile, so a misbehaving one yields wrong
+    // bytes rather than undefined behaviour.
+    Some(unsafe { slot.read_volatile() })
+}
+
+/// Copies of a [`ReadChunk`]'s values, in order.
+pub struct ChunkIter<'c, T: Pod> {
+    start: *const T,
+    wrapped: *const T,
+    first: usize,
+    len: usize,
+    index: usize,
+    _chunk: PhantomData<&'c T>,
+}
+
+impl<T: Pod> Iterator for ChunkIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        let value = read_run_pair(self.start, self.wrapped, self.first, self.len, self.index)?;
+        self.index += 1;
+        Some(value)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.index;
+        (left, Some(left))
+    }
+}
+
+impl<T: Pod> ExactSizeIterator for ChunkIter<'_, T> {}
+
+impl<T: Pod> fmt::Debug for ChunkIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkIter")
+            .field("left", &(self.len - self.index))
             .finish()
     }
 }

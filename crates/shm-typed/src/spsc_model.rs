@@ -141,6 +141,10 @@ mod state_machine {
         Len,
         ReclaimProducer,
         ReclaimConsumer,
+        /// Fill a write chunk of up to this many values, commit this many.
+        WriteChunk(Vec<u64>, usize),
+        /// Read a chunk of up to this many values, commit this many.
+        ReadChunk(usize, usize),
     }
 
     #[derive(Clone, Debug)]
@@ -173,6 +177,9 @@ mod state_machine {
                 1 => Just(Op::Len),
                 1 => Just(Op::ReclaimProducer),
                 1 => Just(Op::ReclaimConsumer),
+                2 => (prop::collection::vec(any::<u64>(), 0..20), 0usize..20)
+                    .prop_map(|(values, commit)| Op::WriteChunk(values, commit)),
+                2 => (0usize..20, 0usize..20).prop_map(|(len, commit)| Op::ReadChunk(len, commit)),
             ]
             .boxed()
         }
@@ -192,6 +199,14 @@ mod state_machine {
                 Op::PopInto(n) => {
                     let n = (*n).min(state.items.len());
                     state.items.drain(..n);
+                }
+                Op::WriteChunk(values, commit) => {
+                    let len = values.len().min(free);
+                    state.items.extend(values.iter().take((*commit).min(len)));
+                }
+                Op::ReadChunk(len, commit) => {
+                    let len = (*len).min(state.items.len());
+                    state.items.drain(..(*commit).min(len));
                 }
                 Op::Len | Op::ReclaimProducer | Op::ReclaimConsumer => {}
             }
@@ -251,6 +266,25 @@ mod state_machine {
                         producer.free_slots().unwrap(),
                         before.capacity - before.items.len() as u64
                     );
+                }
+                Op::WriteChunk(values, commit) => {
+                    let mut chunk = producer.write_chunk(values.len()).unwrap();
+                    let free = (before.capacity as usize) - before.items.len();
+                    assert_eq!(chunk.len(), values.len().min(free));
+                    let len = chunk.len();
+                    let (first, second) = chunk.as_mut_slices();
+                    for (slot, value) in first.iter_mut().chain(second).zip(&values) {
+                        *slot = *value;
+                    }
+                    chunk.commit(commit.min(len));
+                }
+                Op::ReadChunk(len, commit) => {
+                    let chunk = consumer.read_chunk(len).unwrap();
+                    let expected: Vec<u64> = before.items.iter().take(len).copied().collect();
+                    assert_eq!(chunk.iter().collect::<Vec<_>>(), expected);
+                    assert_eq!(chunk.get(expected.len()), None);
+                    let chunk_len = chunk.len();
+                    chunk.commit(commit.min(chunk_len));
                 }
                 Op::ReclaimProducer => {
                     // SAFETY: the ring outlives the handles (freed in teardown).
