@@ -24,7 +24,9 @@
 //! ```
 //!
 //! For streams, [`SpscRing`] moves values from one process to another without a
-//! syscall per item; its layout and protocol are documented on the type.
+//! syscall per item, and [`MpmcRing`] among any number of producer and consumer
+//! processes; their layouts, protocols and crash behaviour are documented on
+//! the types.
 //!
 //! # What an opener checks
 //!
