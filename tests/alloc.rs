@@ -117,4 +117,18 @@ fn lock_load_store_push_and_pop_do_not_allocate() {
         }
     });
     assert_eq!(count, 0, "allocations on the ring's push/pop paths");
+
+    let mpmc = shm_typed::MpmcRing::<u64>::create(Location::Private, 64).expect("mpmc ring");
+    mpmc.remove().unwrap(); // lives while mapped
+    let count = allocations_during(|| {
+        for round in 0..1000u64 {
+            mpmc.push(round).unwrap();
+            assert_eq!(mpmc.pop().unwrap(), Some(round));
+            mpmc.push_blocking(round, std::time::Duration::from_secs(1))
+                .unwrap();
+            let got = mpmc.pop_blocking(std::time::Duration::from_secs(1));
+            assert_eq!(got.unwrap(), Some(round));
+        }
+    });
+    assert_eq!(count, 0, "allocations on the MPMC ring's push/pop paths");
 }
