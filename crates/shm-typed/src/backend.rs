@@ -8,7 +8,7 @@ use shm_sys::sysv::{Access, Segment};
 use shm_sys::{Key, Mode};
 
 use crate::error::{Error, Location, Result};
-use crate::header::PAYLOAD_OFFSET;
+use crate::header::{self, Spec, Wait, PAYLOAD_OFFSET};
 use crate::region::Region;
 
 /// The OS object behind a segment, for `stat` and `remove`.
@@ -155,4 +155,43 @@ pub(crate) fn open_backend(
             what: "a heap region is opened with SharedOptions::open_in".into(),
         }),
     }
+}
+
+/// Creates the OS object for `spec` at `location`, maps it, and initialises the
+/// header (and the payload, through `write_payload`); removes the object again
+/// if any step fails. Returns the region, the backend and the location others
+/// open it by.
+pub(crate) fn create_segment(
+    location: &Location,
+    spec: &Spec,
+    mode: Mode,
+    write_payload: impl FnOnce(&Region),
+) -> Result<(Region, Backend, Location)> {
+    let (region, backend, location) = create_backend(location, spec.segment_len(), mode)?;
+    if let Err(error) = header::initialize(&region, &location, spec, write_payload) {
+        let _ = remove_backend(&backend);
+        return Err(error);
+    }
+    Ok((region, backend, location))
+}
+
+/// Opens and maps the segment at `location` read-write, waits (at most
+/// `timeout`) for its creator, and validates its header against `spec`.
+pub(crate) fn open_segment(
+    location: &Location,
+    spec: &Spec,
+    timeout: Duration,
+) -> Result<(Region, Backend)> {
+    let (region, backend, os_creator) =
+        open_backend(location, Access::ReadWrite, spec.segment_len(), timeout)?;
+    header::open(
+        &region,
+        location,
+        spec,
+        Wait {
+            timeout,
+            os_creator,
+        },
+    )?;
+    Ok((region, backend))
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sys::Mode;
 
-use crate::backend::{create_backend, open_backend, remove_backend, Backend};
+use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::error::{Error, Location, Result};
-use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
 use crate::region::Region;
 use crate::spsc::{Corrupted, PushError};
 use crate::sys;
@@ -158,13 +158,9 @@ impl<T: Pod> MpmcRing<T> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
         let (region, backend, location) =
-            create_backend(&location, spec.segment_len(), Mode::OWNER_RW)?;
-        if let Err(error) = header::initialize(&region, &location, &spec, |region| {
-            Self::initial_sequences(region, capacity)
-        }) {
-            let _ = remove_backend(&backend);
-            return Err(error);
-        }
+            create_segment(&location, &spec, Mode::OWNER_RW, |region| {
+                Self::initial_sequences(region, capacity)
+            })?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 
@@ -172,21 +168,7 @@ impl<T: Pod> MpmcRing<T> {
     pub fn open(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
-        let (region, backend, os_creator) = open_backend(
-            &location,
-            shm_sys::sysv::Access::ReadWrite,
-            spec.segment_len(),
-            Duration::from_secs(1),
-        )?;
-        header::open(
-            &region,
-            &location,
-            &spec,
-            Wait {
-                timeout: Duration::from_secs(1),
-                os_creator,
-            },
-        )?;
+        let (region, backend) = open_segment(&location, &spec, Duration::from_secs(1))?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sys::Mode;
 
-use crate::backend::{create_backend, open_backend, remove_backend, Backend};
+use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
 use crate::region::Region;
@@ -164,7 +164,7 @@ unsafe impl<T: Send> Send for SpscRing<T> {}
 unsafe impl<T: Send> Sync for SpscRing<T> {}
 
 impl<T: Pod> SpscRing<T> {
-    fn spec(location: &Location, capacity: u64, type_name: Option<&str>) -> Result<Spec> {
+    fn spec(location: &Location, capacity: u64) -> Result<Spec> {
         let align = std::mem::align_of::<T>();
         let size = std::mem::size_of::<T>();
         let unsupported = |what: String| Error::Unsupported {
@@ -192,7 +192,7 @@ impl<T: Pod> SpscRing<T> {
             payload_align: align as u32,
             element_size: size as u32,
             capacity,
-            type_name: type_name.map_or_else(header::default_type_name::<T>, str::to_owned),
+            type_name: header::default_type_name::<T>(),
         })
     }
 
@@ -204,41 +204,22 @@ impl<T: Pod> SpscRing<T> {
     /// (an existing key, ...) as [`Error::Sys`].
     pub fn create(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
         let location = location.into();
-        let spec = Self::spec(&location, capacity, None)?;
-        let (region, backend, location) =
-            create_backend(&location, spec.segment_len(), Mode::OWNER_RW)?;
-        if let Err(error) = header::initialize(&region, &location, &spec, |_| {}) {
-            let _ = remove_backend(&backend);
-            return Err(error);
-        }
+        let spec = Self::spec(&location, capacity)?;
+        let (region, backend, location) = create_segment(&location, &spec, Mode::OWNER_RW, |_| {})?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 
     /// Opens the ring at `location`, checking kind, element type and capacity.
     pub fn open(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
         let location = location.into();
-        let spec = Self::spec(&location, capacity, None)?;
-        let (region, backend, os_creator) = open_backend(
-            &location,
-            shm_sys::sysv::Access::ReadWrite,
-            spec.segment_len(),
-            Duration::from_secs(1),
-        )?;
-        header::open(
-            &region,
-            &location,
-            &spec,
-            Wait {
-                timeout: Duration::from_secs(1),
-                os_creator,
-            },
-        )?;
+        let spec = Self::spec(&location, capacity)?;
+        let (region, backend) = open_segment(&location, &spec, Duration::from_secs(1))?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 
     /// Makes a ring in a blank heap region (tests, single process).
     pub fn create_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
-        let spec = Self::spec(&Location::Heap, capacity, None)?;
+        let spec = Self::spec(&Location::Heap, capacity)?;
         header::initialize(&region, &Location::Heap, &spec, |_| {})?;
         Ok(Self::from_parts(
             region,
@@ -250,7 +231,7 @@ impl<T: Pod> SpscRing<T> {
 
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
-        let spec = Self::spec(&Location::Heap, capacity, None)?;
+        let spec = Self::spec(&Location::Heap, capacity)?;
         header::open(
             &region,
             &Location::Heap,
