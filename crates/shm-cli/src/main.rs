@@ -1,22 +1,48 @@
-//! The `shm` command: see what lives in shared memory and clean it up.
+//! The `shm` command.
 //!
-//! Not built yet; for now it prints its planned usage and exits with status 2.
+//! `shm demo` is ready: two processes stream a `#[repr(C)]` struct through an
+//! `SpscRing` and report throughput and latency percentiles. Listing,
+//! inspecting, creating and removing segments are planned.
+
+mod demo;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage: shm <command>
+use clap::{Parser, Subcommand};
 
-commands (planned):
-  ls        every System V segment on the host and our POSIX objects
-  inspect   everything known about one segment
-  rm        remove a segment (refuses attached ones unless --force)
-  create    make a typed or raw segment
-  demo      processes exchanging typed data through a ring
+/// See what lives in shared memory, and try it out.
+#[derive(Debug, Parser)]
+#[command(name = "shm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-none of these is implemented yet.";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Stream a #[repr(C)] struct between a producer and a consumer process
+    /// through a ring in a fresh segment; print throughput and latency.
+    Demo(demo::Options),
+    /// (Internal) the demo's producer process.
+    #[command(hide = true)]
+    DemoProducer(demo::Role),
+    /// (Internal) the demo's consumer process.
+    #[command(hide = true)]
+    DemoConsumer(demo::Role),
+}
 
 fn main() -> ExitCode {
-    eprintln!("{USAGE}");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(options) => demo::run(&options),
+        Command::DemoProducer(role) => demo::producer(&role),
+        Command::DemoConsumer(role) => demo::consumer(&role),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shm: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
