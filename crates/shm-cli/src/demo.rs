@@ -72,12 +72,12 @@ pub fn run(options: &Options) -> Result<(), Box<dyn Error>> {
     let Location::Id(id) = *ring.location() else {
         return Err("a private ring has an id".into());
     };
-    println!(
+    say!(
         "shm demo: SpscRing<Sample> ({} B each, {CAPACITY} slots) in System V segment {id}, \
          already marked for removal",
         std::mem::size_of::<Sample>()
     );
-    println!(
+    say!(
         "  a producer process streams {} samples, then sends {} one at a time; a consumer process checks and times them",
         options.count, options.latency_samples
     );
@@ -108,7 +108,7 @@ pub fn run(options: &Options) -> Result<(), Box<dyn Error>> {
             results.push(line);
         }
     }
-    println!();
+    say!();
     let consumer_status = consumer.wait()?;
     let producer_status = producer.wait()?;
     if !consumer_status.success() || !producer_status.success() {
@@ -118,10 +118,10 @@ pub fn run(options: &Options) -> Result<(), Box<dyn Error>> {
         .into());
     }
     for line in results {
-        println!("  {line}");
+        say!("  {line}");
     }
     drop(ring);
-    println!("  the segment is gone with the last process: nothing left in ipcs -m");
+    say!("  the segment is gone with the last process: nothing left in ipcs -m");
     Ok(())
 }
 

@@ -1,10 +1,27 @@
 //! The `shm` command.
 //!
-//! `shm demo` is ready: two processes stream a `#[repr(C)]` struct through an
-//! `SpscRing` and report throughput and latency percentiles. Listing,
-//! inspecting, creating and removing segments are planned.
+//! `shm ls` lists every System V segment (as `ipcs -m` does) and our POSIX
+//! objects, decoding our headers; `shm inspect` shows one segment; `shm rm`
+//! removes one, or every stale one of ours; `shm create` makes a segment for
+//! scripts; `shm demo` streams a struct between two processes.
+
+/// `println!` that ends the process quietly when stdout is closed early
+/// (`shm ls | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("shm: writing output: {error}");
+            std::process::exit(1);
+        }
+    }};
+}
 
 mod demo;
+mod segments;
 
 use std::process::ExitCode;
 
@@ -20,6 +37,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every System V segment on the host and our POSIX objects; our headers
+    /// decoded (kind, type, state, lock holder, ring fill).
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything known about one segment: 0xKEY, ID, path:proj or /posix-name.
+    Inspect {
+        /// The segment.
+        target: String,
+    },
+    /// Remove a segment (refused while attached, unless --force), or with
+    /// --stale every segment of ours that no process is attached to.
+    Rm {
+        /// The segment: 0xKEY, ID, path:proj or /posix-name.
+        target: Option<String>,
+        /// Remove even while attached (freed when the last process detaches).
+        #[arg(long)]
+        force: bool,
+        /// Remove our segments that nobody is attached to.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Make a raw or typed segment, for scripting.
+    Create(segments::CreateOptions),
     /// Stream a #[repr(C)] struct between a producer and a consumer process
     /// through a ring in a fresh segment; print throughput and latency.
     Demo(demo::Options),
@@ -34,6 +77,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ls { json } => segments::list(json),
+        Command::Inspect { target } => segments::inspect(&target),
+        Command::Rm {
+            target,
+            force,
+            stale,
+        } => segments::remove(target.as_deref(), force, stale),
+        Command::Create(options) => segments::create(&options),
         Command::Demo(options) => demo::run(&options),
         Command::DemoProducer(role) => demo::producer(&role),
         Command::DemoConsumer(role) => demo::consumer(&role),

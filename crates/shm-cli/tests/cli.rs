@@ -1,11 +1,299 @@
-//! The real `shm` binary: the demo runs, reports, and leaves nothing behind,
-//! also when interrupted with SIGINT.
+//! The real `shm` binary: ls agrees with ipcs and decodes our headers, inspect,
+//! rm (refusing attached segments, --stale), create, and the demo, which leaves
+//! nothing behind, also when interrupted with SIGINT.
+//!
+//! The tests look at every segment on the host, so they take turns (a lock),
+//! and each removes what it made, also when it fails (guards).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use std::sync::Mutex;
+
+use shm_sys::sysv::Segment;
+use shm_typed::{Location, Shared, SpscRing};
+
+/// One test at a time: they compare host-wide listings.
+static HOST: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    HOST.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes a System V segment when dropped, also on panic.
+struct RemoveOnDrop(i32);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Ok(segment) = Segment::from_id(self.0) {
+            let _ = segment.remove();
+        }
+    }
+}
+
+/// A child killed (and reaped) when dropped. Keeps the child's stdout open:
+/// `shm` exits quietly when its stdout is closed, as a pipe reader would expect.
+struct KillOnDrop {
+    child: std::process::Child,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let output = shm().args(args).output().expect("running shm");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `ipcs -m` rows as (key, id, perms, bytes, nattch).
+fn ipcs_rows() -> Vec<(String, i32, String, usize, u64)> {
+    let output = Command::new("ipcs").arg("-m").output().expect("ipcs -m");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("0x"))
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (
+                f[0].to_owned(),
+                f[1].parse().unwrap(),
+                f[3].to_owned(),
+                f[4].parse().unwrap(),
+                f[5].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The value of `"name":` in one JSON object of `shm ls --json` (flat scan).
+fn json_field<'a>(object: &'a str, name: &str) -> Option<&'a str> {
+    let start = object.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &object[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+/// The objects of `shm ls --json`, split at the top level.
+fn ls_json() -> Vec<String> {
+    let (ok, stdout, stderr) = run(&["ls", "--json"]);
+    assert!(ok, "{stderr}");
+    let body = stdout.trim().trim_start_matches('[').trim_end_matches(']');
+    let mut objects = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (index, c) in body.char_indices() {
+        match c {
+            '{' => {
+                if depth == 0 {
+                    start = index;
+                }
+                depth += 1;
+            }
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    objects.push(body[start..=index].to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    objects
+}
+
+#[test]
+fn ls_agrees_with_ipcs_and_decodes_ours() {
+    let _turn = take_turn();
+    let object = Shared::<u64>::create(Location::Private, 1).unwrap();
+    let Location::Id(object_id) = *object.location() else {
+        unreachable!()
+    };
+    let _object_guard = RemoveOnDrop(object_id);
+    let ring = SpscRing::<u32>::create(Location::Private, 16).unwrap();
+    let Location::Id(ring_id) = *ring.location() else {
+        unreachable!()
+    };
+    let _ring_guard = RemoveOnDrop(ring_id);
+    ring.producer().unwrap().push_slice(&[1, 2, 3]).unwrap();
+    let raw = Segment::create_private(5000).unwrap();
+    let _raw_guard = RemoveOnDrop(raw.id());
+
+    let before = ipcs_rows();
+    let listed = ls_json();
+    let after = ipcs_rows();
+    // Every segment ipcs shows (unchanged across our listing) is in ls, equal.
+    for row in before.iter().filter(|row| after.contains(row)) {
+        let (key, id, perms, bytes, nattch) = row;
+        let entry = listed
+            .iter()
+            .find(|o| json_field(o, "id") == Some(&id.to_string()))
+            .unwrap_or_else(|| panic!("segment {id} missing from shm ls"));
+        assert_eq!(json_field(entry, "key"), Some(key.as_str()), "{entry}");
+        assert_eq!(json_field(entry, "perms"), Some(perms.as_str()), "{entry}");
+        assert_eq!(
+            json_field(entry, "bytes"),
+            Some(bytes.to_string().as_str()),
+            "{entry}"
+        );
+        assert_eq!(
+            json_field(entry, "nattch"),
+            Some(nattch.to_string().as_str()),
+            "{entry}"
+        );
+    }
+    let find = |id: i32| {
+        listed
+            .iter()
+            .find(|o| json_field(o, "id") == Some(&id.to_string()))
+            .cloned()
+            .unwrap()
+    };
+    let decoded = find(object_id);
+    assert_eq!(json_field(&decoded, "kind"), Some("object"), "{decoded}");
+    assert_eq!(json_field(&decoded, "type"), Some("u64"), "{decoded}");
+    assert_eq!(json_field(&decoded, "state"), Some("ready"), "{decoded}");
+    assert_eq!(
+        json_field(&decoded, "lock_holder"),
+        Some("null"),
+        "{decoded}"
+    );
+    let decoded = find(ring_id);
+    assert_eq!(json_field(&decoded, "kind"), Some("spsc ring"), "{decoded}");
+    assert_eq!(json_field(&decoded, "ring_len"), Some("3"), "{decoded}");
+    assert_eq!(json_field(&find(raw.id()), "ours"), Some("null"));
+
+    // The table form lists the same ids.
+    let (ok, table, _) = run(&["ls"]);
+    assert!(ok);
+    for id in [object_id, ring_id, raw.id()] {
+        assert!(table
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string())));
+    }
+}
+
+#[test]
+fn inspect_says_when_a_segment_is_not_ours() {
+    let _turn = take_turn();
+    let raw = Segment::create_private(4096).unwrap();
+    let _guard = RemoveOnDrop(raw.id());
+    let (ok, stdout, stderr) = run(&["inspect", &raw.id().to_string()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("ours: no"), "{stdout}");
+    assert!(stdout.contains("bytes: 4096"), "{stdout}");
+    assert!(!stdout.contains("kind:"), "{stdout}");
+
+    let shared = Shared::<u64>::create(Location::Private, 3).unwrap();
+    let Location::Id(id) = *shared.location() else {
+        unreachable!()
+    };
+    let _shared_guard = RemoveOnDrop(id);
+    let (ok, stdout, _) = run(&["inspect", &id.to_string()]);
+    assert!(ok);
+    assert!(stdout.contains("ours: yes"), "{stdout}");
+    assert!(stdout.contains("type: `u64`"), "{stdout}");
+    assert!(stdout.contains("lock: free"), "{stdout}");
+}
+
+#[test]
+fn rm_refuses_an_attached_segment_unless_forced() {
+    let _turn = take_turn();
+    let segment = Segment::create_private(4096).unwrap();
+    let _guard = RemoveOnDrop(segment.id());
+    let mapping = segment.attach().unwrap();
+    let (ok, _, stderr) = run(&["rm", &segment.id().to_string()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("attached") && stderr.starts_with("shm: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!segment.stat().unwrap().marked_for_removal);
+    let (ok, _, stderr) = run(&["rm", "--force", &segment.id().to_string()]);
+    assert!(ok, "{stderr}");
+    assert!(segment.stat().unwrap().marked_for_removal);
+    drop(mapping);
+    assert!(segment.stat().is_err(), "gone after the last detach");
+}
+
+/// Starts `shm create ... --hold` and returns it with the id it created.
+fn holding_creator(args: &[&str]) -> (KillOnDrop, i32) {
+    let mut child = shm()
+        .arg("create")
+        .args(args)
+        .arg("--hold")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let id = line
+        .trim()
+        .strip_prefix("created System V segment ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected: {line:?}"));
+    (
+        KillOnDrop {
+            child,
+            _stdout: stdout,
+        },
+        id,
+    )
+}
+
+/// Note: `shm rm --stale` acts on the whole host, so this also removes stale
+/// segments of ours that something else left behind (none on a clean machine).
+#[test]
+fn rm_stale_removes_exactly_the_segments_nobody_alive_holds() {
+    let _turn = take_turn();
+    let (mut killed, stale_id) = holding_creator(&["--u64", "7"]);
+    let _stale_guard = RemoveOnDrop(stale_id);
+    let (_live, live_id) = holding_creator(&["--ring", "8"]);
+    let _live_guard = RemoveOnDrop(live_id);
+    // Not ours and unattached: must survive too.
+    let foreign = Segment::create_private(4096).unwrap();
+    let _foreign_guard = RemoveOnDrop(foreign.id());
+
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    assert_eq!(
+        Segment::from_id(stale_id).unwrap().stat().unwrap().nattch,
+        0
+    );
+
+    let (ok, stdout, stderr) = run(&["rm", "--stale"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("removed stale segment {stale_id}")),
+        "{stdout}"
+    );
+    assert!(
+        Segment::from_id(stale_id).is_err(),
+        "the dead creator's segment is gone"
+    );
+    assert!(
+        !Segment::from_id(live_id)
+            .unwrap()
+            .stat()
+            .unwrap()
+            .marked_for_removal
+    );
+    assert!(
+        !foreign.stat().unwrap().marked_for_removal,
+        "not ours: untouched"
+    );
+}
 
 fn shm() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shm"))
@@ -32,6 +320,7 @@ fn demo_segment_id(first_line: &str) -> i32 {
 
 #[test]
 fn demo_streams_reports_and_leaves_nothing_behind() {
+    let _turn = take_turn();
     let output = shm()
         .args(["demo", "--count", "2000000", "--latency-samples", "20000"])
         .output()
@@ -55,6 +344,7 @@ fn demo_streams_reports_and_leaves_nothing_behind() {
 
 #[test]
 fn demo_interrupted_with_sigint_leaves_nothing_behind() {
+    let _turn = take_turn();
     let mut child = shm()
         .args(["demo", "--count", "4000000000"])
         .stdout(Stdio::piped())

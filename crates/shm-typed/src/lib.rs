@@ -101,6 +101,7 @@
 #![cfg(target_os = "linux")]
 
 mod backend;
+mod describe;
 mod error;
 mod header;
 mod lock;
@@ -116,6 +117,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
+pub use describe::{describe, Description};
 pub use error::{Error, Location, Result, TypeDescription};
 pub use header::{
     default_type_name, CreatorRecord, Header, Kind, LayoutDescriptor, BYTE_ORDER_MARK,
