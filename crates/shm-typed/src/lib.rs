@@ -101,6 +101,7 @@
 #![cfg(target_os = "linux")]
 
 mod backend;
+mod blocking;
 mod describe;
 mod error;
 mod header;

@@ -2,8 +2,8 @@
 //! in a segment, for many processes at once.
 
 use std::fmt;
-use std::hint::spin_loop;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use shm_sys::Mode;
 
 use crate::backend::{create_segment, open_segment, remove_backend, Backend};
+use crate::blocking::retry;
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
 use crate::region::Region;
@@ -34,8 +35,6 @@ const SLOTS: usize = CONTROL + 384;
 /// Offset of the value inside a slot, for values aligned to at most 16.
 const VALUE_OFFSET: usize = 16;
 
-/// How long a blocking call spins before it sleeps.
-const SPIN_TIME: Duration = Duration::from_micros(20);
 /// The longest sleep before looking again (bounds the cost of a missed wake).
 const NAP: Duration = Duration::from_millis(1);
 /// Failed claims in a row (other parties won each time) before a call gives up
@@ -349,59 +348,43 @@ impl<T: Pod> MpmcRing<T> {
     /// Pushes, waiting up to `timeout` for room: spins, then sleeps on a futex
     /// that consumers wake.
     pub fn push_blocking(&self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        // The fast path first: reading the clock costs more than a push.
-        let mut value = match self.push(value) {
-            Err(PushError::Full(back)) => back,
-            other => return other,
-        };
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            match self.push(value) {
-                Err(PushError::Full(back)) => value = back,
-                other => return other,
-            }
-            if Instant::now() >= deadline {
-                return Err(PushError::Timeout(value));
-            }
-            if started.elapsed() < SPIN_TIME {
-                spin_loop();
-                continue;
-            }
-            self.nap(PRODUCER_EPOCH, PRODUCER_SLEEPERS, deadline, || {
-                let position = self.word64(ENQUEUE).load(Ordering::SeqCst);
-                let (sequence, _) = self.slot(position);
-                sequence.load(Ordering::SeqCst) == position
-            });
-        }
+        retry(
+            value,
+            timeout,
+            |value| match self.push(value) {
+                Err(PushError::Full(back)) => ControlFlow::Continue(back),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                self.nap(PRODUCER_EPOCH, PRODUCER_SLEEPERS, deadline, || {
+                    let position = self.word64(ENQUEUE).load(Ordering::SeqCst);
+                    let (sequence, _) = self.slot(position);
+                    sequence.load(Ordering::SeqCst) == position
+                })
+            },
+        )
+        .unwrap_or_else(|value| Err(PushError::Timeout(value)))
     }
 
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// that producers wake. `Ok(None)` if the timeout ran out.
     pub fn pop_blocking(&self, timeout: Duration) -> Result<Option<T>, Corrupted> {
-        // The fast path first: reading the clock costs more than a pop.
-        if let Some(value) = self.pop()? {
-            return Ok(Some(value));
-        }
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            if let Some(value) = self.pop()? {
-                return Ok(Some(value));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            if started.elapsed() < SPIN_TIME {
-                spin_loop();
-                continue;
-            }
-            self.nap(CONSUMER_EPOCH, CONSUMER_SLEEPERS, deadline, || {
-                let position = self.word64(DEQUEUE).load(Ordering::SeqCst);
-                let (sequence, _) = self.slot(position);
-                sequence.load(Ordering::SeqCst) == position.wrapping_add(1)
-            });
-        }
+        retry(
+            (),
+            timeout,
+            |()| match self.pop() {
+                Ok(None) => ControlFlow::Continue(()),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                self.nap(CONSUMER_EPOCH, CONSUMER_SLEEPERS, deadline, || {
+                    let position = self.word64(DEQUEUE).load(Ordering::SeqCst);
+                    let (sequence, _) = self.slot(position);
+                    sequence.load(Ordering::SeqCst) == position.wrapping_add(1)
+                })
+            },
+        )
+        .unwrap_or(Ok(None))
     }
 
     /// Items in the ring now, approximately (positions move while we read them),

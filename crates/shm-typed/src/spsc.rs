@@ -2,8 +2,8 @@
 //! segment, shared by two processes without a syscall per item.
 
 use std::fmt;
-use std::hint::spin_loop;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use shm_sys::Mode;
 
 use crate::backend::{create_segment, open_segment, remove_backend, Backend};
+use crate::blocking::retry;
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
 use crate::region::Region;
@@ -36,11 +37,6 @@ const CONSUMER_CLAIM_START: usize = CONTROL + 400;
 /// The slots, `capacity * size_of::<T>()` bytes.
 const SLOTS: usize = CONTROL + 512;
 
-/// How long a blocking operation spins before it sleeps. Measured in time, not
-/// iterations: a pause instruction costs from a few to over a hundred cycles
-/// depending on the processor (and a hypervisor may stretch it), and a peer
-/// that answers within this window is never put to sleep and woken.
-const SPIN_TIME: Duration = Duration::from_micros(20);
 /// The longest a blocked side sleeps before it looks again. A wake-up can be
 /// missed in a narrow window (the waker checks the sleep flag without a full
 /// fence, to keep the fast path free of one), and this bounds what that costs.
@@ -540,32 +536,24 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
     /// the consumer wakes (it makes that syscall only when we announced a sleep).
     pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        // The fast path first: reading the clock costs more than a push.
-        let mut value = match self.push(value) {
-            Err(PushError::Full(back)) => back,
-            other => return other,
-        };
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            match self.push(value) {
-                Err(PushError::Full(back)) => value = back,
-                other => return other,
-            }
-            if Instant::now() >= deadline {
-                return Err(PushError::Timeout(value));
-            }
-            if started.elapsed() < SPIN_TIME {
-                spin_loop();
-                continue;
-            }
-            let ring = self.ring;
-            let tail = self.tail;
-            ring.nap(PRODUCER_SLEEPING, deadline, || {
-                let head = ring.word64(HEAD).load(Ordering::SeqCst);
-                tail.wrapping_sub(head) < ring.capacity
-            });
-        }
+        let ring = self.ring;
+        // A failed push leaves our tail where it is.
+        let tail = self.tail;
+        retry(
+            value,
+            timeout,
+            |value| match self.push(value) {
+                Err(PushError::Full(back)) => ControlFlow::Continue(back),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                ring.nap(PRODUCER_SLEEPING, deadline, || {
+                    let head = ring.word64(HEAD).load(Ordering::SeqCst);
+                    tail.wrapping_sub(head) < ring.capacity
+                })
+            },
+        )
+        .unwrap_or_else(|value| Err(PushError::Timeout(value)))
     }
 
     /// Pushes as many values from `values` as fit; returns how many.
@@ -708,29 +696,23 @@ impl<'a, T: Pod> Consumer<'a, T> {
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
     /// the producer wakes. `Ok(None)` if the timeout ran out.
     pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
-        // The fast path first: reading the clock costs more than a pop.
-        if let Some(value) = self.pop()? {
-            return Ok(Some(value));
-        }
-        let started = Instant::now();
-        let deadline = started + timeout;
-        loop {
-            if let Some(value) = self.pop()? {
-                return Ok(Some(value));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            if started.elapsed() < SPIN_TIME {
-                spin_loop();
-                continue;
-            }
-            let ring = self.ring;
-            let head = self.head;
-            ring.nap(CONSUMER_SLEEPING, deadline, || {
-                ring.word64(TAIL).load(Ordering::SeqCst) != head
-            });
-        }
+        let ring = self.ring;
+        // A failed pop leaves our head where it is.
+        let head = self.head;
+        retry(
+            (),
+            timeout,
+            |()| match self.pop() {
+                Ok(None) => ControlFlow::Continue(()),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                ring.nap(CONSUMER_SLEEPING, deadline, || {
+                    ring.word64(TAIL).load(Ordering::SeqCst) != head
+                })
+            },
+        )
+        .unwrap_or(Ok(None))
     }
 
     /// Pops up to `out.len()` values into `out`; returns how many.
