@@ -52,6 +52,30 @@ fn segment_of(target: &Target) -> Result<Segment> {
     })
 }
 
+/// A store's entries, printed (attached read-only for a moment).
+fn print_store_entries(region: Region) {
+    match shm_typed::store_entries(region) {
+        Ok(entries) => {
+            say!("entries: {}", entries.len());
+            for entry in entries {
+                let capacity = if entry.capacity > 0 {
+                    format!(", capacity {}", entry.capacity)
+                } else {
+                    String::new()
+                };
+                say!(
+                    "  {:<24} {:<10} `{}` ({} bytes{capacity})",
+                    entry.name,
+                    entry.kind.name(),
+                    entry.type_name,
+                    entry.size
+                );
+            }
+        }
+        Err(error) => say!("entries: unreadable: {error}"),
+    }
+}
+
 /// Our header, if the segment has one (attached read-only for a moment).
 fn describe_sysv(id: i32) -> Option<Description> {
     let mapping = Segment::from_id(id).ok()?.attach_read_only().ok()?;
@@ -299,7 +323,14 @@ pub fn inspect(target: &str) -> Result {
             let object = PosixSegment::open_read_only(&name)?;
             say!("POSIX object {}: {} bytes", object.name(), object.size()?);
             match describe_posix(&name) {
-                Some((_, description)) => print_description(&description),
+                Some((_, description)) => {
+                    print_description(&description);
+                    if description.kind == Some(Kind::Store) {
+                        if let Ok(mapping) = object.map_read_only() {
+                            print_store_entries(Region::from_mapping(mapping));
+                        }
+                    }
+                }
                 None => say!("ours: no (no shm-typed header); that is all the OS knows"),
             }
         }
@@ -337,7 +368,14 @@ pub fn inspect(target: &str) -> Result {
                 time_text(info.ctime)
             );
             match describe_sysv(info.id) {
-                Some(description) => print_description(&description),
+                Some(description) => {
+                    print_description(&description);
+                    if description.kind == Some(Kind::Store) {
+                        if let Ok(mapping) = segment.attach_read_only() {
+                            print_store_entries(Region::from_mapping(mapping));
+                        }
+                    }
+                }
                 None => say!("ours: no (no shm-typed header); that is all the OS knows"),
             }
         }

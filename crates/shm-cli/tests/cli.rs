@@ -206,6 +206,38 @@ fn inspect_says_when_a_segment_is_not_ours() {
 }
 
 #[test]
+fn inspect_lists_store_entries() {
+    let _turn = take_turn();
+    let store = shm_typed::Store::create(Location::Private, 8, 1 << 16).unwrap();
+    let Location::Id(id) = *store.location() else {
+        unreachable!()
+    };
+    let _guard = RemoveOnDrop(id);
+    store.object::<[u32; 4]>("config", [1, 2, 3, 4]).unwrap();
+    store.spsc::<u64>("ticks", 64).unwrap();
+    let (ok, stdout, stderr) = run(&["inspect", &id.to_string()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("kind: store"), "{stdout}");
+    assert!(stdout.contains("entries: 2"), "{stdout}");
+    let config = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("config"))
+        .unwrap();
+    assert!(
+        config.contains("object") && config.contains("`[u32; 4]` (16 bytes)"),
+        "{config}"
+    );
+    let ticks = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ticks"))
+        .unwrap();
+    assert!(
+        ticks.contains("spsc ring") && ticks.contains("capacity 64"),
+        "{ticks}"
+    );
+}
+
+#[test]
 fn rm_refuses_an_attached_segment_unless_forced() {
     let _turn = take_turn();
     let segment = Segment::create_private(4096).unwrap();

@@ -245,6 +245,45 @@ pub enum Error {
         /// The segment.
         location: Location,
     },
+    /// A store entry could not be opened or made; `source` says why (for a
+    /// wrong type it names the expected and the found type).
+    #[error("{location}: entry {name:?}: {source}")]
+    Entry {
+        /// The store.
+        location: Location,
+        /// The entry's name.
+        name: String,
+        /// What went wrong with it.
+        source: Box<Error>,
+    },
+    /// No entry of that name.
+    #[error("{location}: no entry named {name:?}")]
+    EntryNotFound {
+        /// The store.
+        location: Location,
+        /// The name looked up.
+        name: String,
+    },
+    /// A name the store does not accept.
+    #[error("{location}: bad entry name {name:?}: {why}")]
+    InvalidName {
+        /// The store.
+        location: Location,
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The store has no room for another entry.
+    #[error("{location}: no room for entry {name:?}: {what}")]
+    StoreFull {
+        /// The store.
+        location: Location,
+        /// The entry that did not fit.
+        name: String,
+        /// Which limit was reached.
+        what: String,
+    },
     /// The request is not valid for this segment or type.
     #[error("{location}: {what}")]
     Unsupported {

@@ -114,6 +114,7 @@ mod shared;
 mod spsc;
 #[cfg(test)]
 mod spsc_model;
+mod store;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -133,6 +134,7 @@ pub use shm_sys;
 pub use spsc::{
     ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpscRing, WriteChunk,
 };
+pub use store::{store_entries, EntryInfo, Store, MAX_NAME};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.
 #[cfg(doctest)]

@@ -152,6 +152,11 @@ impl<T: Pod> MpmcRing<T> {
         }
     }
 
+    /// Bytes a ring of `capacity` slots takes (header included).
+    pub(crate) fn segment_len(location: &Location, capacity: u64) -> Result<usize> {
+        Self::spec(location, capacity).map(|spec| spec.segment_len())
+    }
+
     /// Creates a ring of `capacity` slots (a power of two, at least 2).
     pub fn create(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
         let location = location.into();
@@ -177,6 +182,26 @@ impl<T: Pod> MpmcRing<T> {
         header::initialize(&region, &Location::Heap, &spec, |region| {
             Self::initial_sequences(region, capacity)
         })?;
+        Ok(Self::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            capacity,
+        ))
+    }
+
+    /// Opens a ring in a region (validating the header).
+    pub fn open_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
+        let spec = Self::spec(&Location::Heap, capacity)?;
+        header::open(
+            &region,
+            &Location::Heap,
+            &spec,
+            header::Wait {
+                timeout: Duration::from_secs(1),
+                os_creator: None,
+            },
+        )?;
         Ok(Self::from_parts(
             region,
             Backend::Heap,

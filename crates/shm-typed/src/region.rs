@@ -4,6 +4,7 @@ use std::alloc::Layout;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 use shm_sys::Mapping;
 
@@ -15,6 +16,8 @@ enum Backing {
     Mapping(Mapping),
     /// A zeroed heap buffer, for tests (Miri, loom) and single-process use.
     Heap(Layout),
+    /// A page-aligned part of another region, kept alive by this handle.
+    Part(Arc<Region>),
 }
 
 /// A range of memory holding one of our segments: a [`Mapping`] from any
@@ -83,6 +86,22 @@ impl Region {
         }
     }
 
+    /// A region over `len` bytes of `whole` from `offset`, which must be a
+    /// multiple of [`REGION_ALIGN`] (so every region starts page-aligned). It
+    /// keeps `whole` alive. `None` if the range does not fit or is misaligned.
+    pub fn part(whole: &Arc<Region>, offset: usize, len: usize) -> Option<Region> {
+        if len == 0 || offset % REGION_ALIGN != 0 {
+            return None;
+        }
+        let start = whole.pointer(offset, len, REGION_ALIGN)?;
+        Some(Region {
+            start: NonNull::new(start)?,
+            len,
+            read_only: whole.read_only,
+            backing: Backing::Part(Arc::clone(whole)),
+        })
+    }
+
     /// The first byte.
     pub fn as_ptr(&self) -> *mut u8 {
         self.start.as_ptr()
@@ -110,6 +129,7 @@ impl Region {
         match &self.backing {
             Backing::Mapping(mapping) => Some(mapping),
             Backing::Heap(_) => None,
+            Backing::Part(whole) => whole.mapping(),
         }
     }
 
@@ -191,7 +211,7 @@ impl Drop for Region {
             // SAFETY: allocated in `heap` with exactly this layout, freed once.
             unsafe { std::alloc::dealloc(self.start.as_ptr(), layout) };
         }
-        // A mapping detaches in its own Drop.
+        // A mapping detaches in its own Drop; a part releases its whole.
     }
 }
 
@@ -200,6 +220,7 @@ impl fmt::Debug for Region {
         let backing = match &self.backing {
             Backing::Mapping(mapping) => format!("{:?}", mapping.source()),
             Backing::Heap(_) => "heap".to_owned(),
+            Backing::Part(whole) => format!("part of {whole:?}"),
         };
         f.debug_struct("Region")
             .field("backing", &backing)

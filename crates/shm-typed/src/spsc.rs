@@ -192,6 +192,11 @@ impl<T: Pod> SpscRing<T> {
         })
     }
 
+    /// Bytes a ring of `capacity` slots takes (header included).
+    pub(crate) fn segment_len(location: &Location, capacity: u64) -> Result<usize> {
+        Self::spec(location, capacity).map(|spec| spec.segment_len())
+    }
+
     /// Creates a ring of `capacity` slots (a power of two) at `location`.
     ///
     /// # Errors
