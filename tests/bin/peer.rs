@@ -670,7 +670,9 @@ fn run(args: &[String]) -> Result<(), String> {
                             == index as f64 / 2.0
                     }
                     3 => {
-                        let ring = store.spsc::<u64>(&name, 16).map_err(|e| e.to_string())?;
+                        let ring = store
+                            .get_spsc::<u64>(&name, 16)
+                            .map_err(|e| e.to_string())?;
                         let got = ring
                             .consumer()
                             .map_err(|e| e.to_string())?

@@ -172,6 +172,27 @@ fn ls_agrees_with_ipcs_and_decodes_ours() {
     assert_eq!(json_field(&decoded, "ring_len"), Some("3"), "{decoded}");
     assert_eq!(json_field(&find(raw.id()), "ours"), Some("null"));
 
+    // Our POSIX objects are listed too, decoded.
+    let name = format!("/shm-cli-test-{}", std::process::id());
+    let posix = Shared::<u64>::create(Location::posix(&name), 9).unwrap();
+    let listed = {
+        // Unlinked when this block ends, also if ls fails.
+        struct Unlink<'a>(&'a Shared<u64>);
+        impl Drop for Unlink<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.remove();
+            }
+        }
+        let _unlink = Unlink(&posix);
+        ls_json()
+    };
+    let entry = listed
+        .iter()
+        .find(|o| json_field(o, "name") == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not in shm ls: {listed:?}"));
+    assert_eq!(json_field(entry, "backend"), Some("posix"), "{entry}");
+    assert_eq!(json_field(entry, "type"), Some("u64"), "{entry}");
+
     // The table form lists the same ids.
     let (ok, table, _) = run(&["ls"]);
     assert!(ok);

@@ -453,12 +453,8 @@ impl Store {
         )
     }
 
-    /// The existing object called `name` (never creates).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::EntryNotFound`] if there is none; otherwise as [`Store::object`].
-    pub fn get_object<T: Pod>(&self, name: &str) -> Result<Shared<T>> {
+    /// The existing entry `name`, opened with `open` (never creates).
+    fn lookup<R>(&self, name: &str, open: impl FnOnce(Region) -> Result<R>) -> Result<R> {
         check_name(&self.location, name)?;
         let record = self
             .records()?
@@ -468,9 +464,26 @@ impl Store {
                 location: self.location.clone(),
                 name: name.to_owned(),
             })?;
-        Shared::options()
-            .open_in(self.part(&record)?)
-            .map_err(|error| self.entry_error(name, error))
+        open(self.part(&record)?).map_err(|error| self.entry_error(name, error))
+    }
+
+    /// The existing object called `name` (never creates).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EntryNotFound`] if there is none; otherwise as [`Store::object`].
+    pub fn get_object<T: Pod>(&self, name: &str) -> Result<Shared<T>> {
+        self.lookup(name, |region| Shared::options().open_in(region))
+    }
+
+    /// The existing SPSC ring called `name`, which must have `capacity` slots.
+    pub fn get_spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
+        self.lookup(name, |region| SpscRing::open_in(region, capacity))
+    }
+
+    /// The existing MPMC ring called `name`, which must have `capacity` slots.
+    pub fn get_mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
+        self.lookup(name, |region| MpmcRing::open_in(region, capacity))
     }
 
     /// Every entry: name, kind, type name, size and capacity (read from each
