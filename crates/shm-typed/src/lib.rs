@@ -26,7 +26,8 @@
 //! For streams, [`SpscRing`] moves values from one process to another without a
 //! syscall per item, and [`MpmcRing`] among any number of producer and consumer
 //! processes; their layouts, protocols and crash behaviour are documented on
-//! the types.
+//! the types. A [`Store`] holds many named, type-checked objects and rings in
+//! one segment.
 //!
 //! # What an opener checks
 //!
