@@ -237,7 +237,11 @@ pub fn list(json: bool) -> Result {
             Some(d) => (
                 kind_name(d),
                 d.header.type_description().name,
-                state_name(d.header.state).to_owned(),
+                format!(
+                    "{}/v{}",
+                    state_name(d.header.state),
+                    d.header.format_version
+                ),
                 lock_text(d),
                 fill_text(d),
             ),
@@ -270,7 +274,11 @@ pub fn list(json: bool) -> Result {
             "posix",
             kind_name(d),
             d.header.type_description().name,
-            state_name(d.header.state),
+            format!(
+                "{}/v{}",
+                state_name(d.header.state),
+                d.header.format_version
+            ),
             lock_text(d),
             fill_text(d)
         );

@@ -450,6 +450,14 @@ fn help_and_errors() {
     assert!(String::from_utf8_lossy(&demo_help.stdout).contains("--latency-samples"));
     let wrong = shm().arg("no-such-command").output().unwrap();
     assert!(!wrong.status.success());
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(message.lines().count(), 1, "one clear line: {message}");
+    assert!(message.contains("no-such-command"), "{message}");
+    for command in ["ls", "inspect", "rm", "create", "demo"] {
+        let help = shm().args([command, "--help"]).output().unwrap();
+        assert!(help.status.success(), "{command} --help");
+        assert!(!help.stdout.is_empty(), "{command} --help");
+    }
     // A worker pointed at a segment id that does not exist.
     let bad_worker = shm()
         .args(["demo-consumer", "2147483000", "1", "1"])
