@@ -369,6 +369,20 @@ pub(crate) fn open(
     Ok(header)
 }
 
+/// [`open`] for a region with no OS object behind it (heap, or a store entry):
+/// no OS creator to watch, and the default one-second wait.
+pub(crate) fn open_region(region: &Region, spec: &Spec) -> Result<Header> {
+    open(
+        region,
+        &Location::Heap,
+        spec,
+        Wait {
+            timeout: Duration::from_secs(1),
+            os_creator: None,
+        },
+    )
+}
+
 fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
     let state_word = atomic_u32(region, STATE_OFFSET);
     let started = Instant::now();

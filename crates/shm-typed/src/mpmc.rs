@@ -193,15 +193,7 @@ impl<T: Pod> MpmcRing<T> {
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
         let spec = Self::spec(&Location::Heap, capacity)?;
-        header::open(
-            &region,
-            &Location::Heap,
-            &spec,
-            header::Wait {
-                timeout: Duration::from_secs(1),
-                os_creator: None,
-            },
-        )?;
+        header::open_region(&region, &spec)?;
         Ok(Self::from_parts(
             region,
             Backend::Heap,

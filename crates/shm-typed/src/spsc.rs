@@ -14,7 +14,7 @@ use shm_sys::Mode;
 use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::blocking::retry;
 use crate::error::{Error, Location, Result};
-use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
 use crate::region::Region;
 use crate::sys::{self, TaskState};
 
@@ -233,15 +233,7 @@ impl<T: Pod> SpscRing<T> {
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
         let spec = Self::spec(&Location::Heap, capacity)?;
-        header::open(
-            &region,
-            &Location::Heap,
-            &spec,
-            Wait {
-                timeout: Duration::from_secs(1),
-                os_creator: None,
-            },
-        )?;
+        header::open_region(&region, &spec)?;
         Ok(Self::from_parts(
             region,
             Backend::Heap,
