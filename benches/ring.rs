@@ -548,12 +548,108 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Subject and baseline alternately, in rounds; prints median ratios.
+/// Rounds of raw RTT below this count as "near" vCPU placement: the two halves
+/// of the bimodal raw round trip this VM shows (about 110 ns and about 490 ns).
+const NEAR_NS: f64 = 250.0;
+
+/// Results of interleaved rounds, each tagged with the raw round trip measured
+/// just before it, so that rounds under near and far vCPU placement can be
+/// told apart.
+#[derive(Default)]
+struct Rounds {
+    values: Vec<(f64, f64)>,
+}
+
+impl Rounds {
+    fn push(&mut self, raw_ns: f64, value: f64) {
+        self.values.push((raw_ns, value));
+    }
+
+    fn summary(&self, unit: &str, precision: usize) -> String {
+        let pick = |near: Option<bool>| {
+            let mut values: Vec<f64> = self
+                .values
+                .iter()
+                .filter(|(raw, _)| near.map_or(true, |near| (*raw < NEAR_NS) == near))
+                .map(|&(_, value)| value)
+                .collect();
+            match values.len() {
+                0 => "no rounds".to_string(),
+                count => format!("{:.precision$}{unit} ({count})", median(&mut values)),
+            }
+        };
+        format!(
+            "{} [near: {}, far: {}]",
+            pick(None),
+            pick(Some(true)),
+            pick(Some(false))
+        )
+    }
+}
+
+/// The raw floor, kept stopped between probes: one short probe before each
+/// round tells the vCPU placement the round ran under.
+struct Probe(RawPingPong);
+
+impl Probe {
+    fn new() -> Probe {
+        let probe = RawPingPong::new();
+        probe.peer.set_running(false);
+        Probe(probe)
+    }
+
+    /// Raw cross-process round trip now, in ns (median of five short runs).
+    fn raw_ns(&mut self) -> f64 {
+        self.0.peer.set_running(true);
+        let mut runs: Vec<f64> = (0..5)
+            .map(|_| self.0.round_trips(400).as_nanos() as f64 / 400.0)
+            .collect();
+        self.0.peer.set_running(false);
+        median(&mut runs)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.0.peer.set_running(true);
+    }
+}
+
+/// Runs `subject` and `baseline` in alternating order (so neither always goes
+/// first), returning their durations in that order.
+fn alternate(
+    round: usize,
+    subject: &mut dyn FnMut() -> Duration,
+    baseline: &mut dyn FnMut() -> Duration,
+) -> (Duration, Duration) {
+    if round % 2 == 0 {
+        let s = subject();
+        (s, baseline())
+    } else {
+        let b = baseline();
+        (subject(), b)
+    }
+}
+
+/// The CPU a process last ran on, from `/proc/<pid>/stat` (field 39).
+fn cpu_of(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(36)?.parse().ok()
+}
+
 fn interleaved() {
-    const ROUNDS: usize = 15;
+    const ROUNDS: usize = 20;
+    const ONE_BY_ONE: u64 = 2_000_000;
+    let mut probe = Probe::new();
+    println!(
+        "interleaved: {ROUNDS} rounds each, medians; [near: .., far: ..] split the rounds by \
+         the raw RTT probed just before each (near < {NEAR_NS} ns), with the round count"
+    );
+
     let mut raw = RawPingPong::new();
     let mut spin = RingPingPong::new(false);
-    let (mut ratios, mut raw_ns) = (Vec::new(), Vec::new());
+    let mut rtt = Rounds::default();
     for _ in 0..ROUNDS {
         spin.peer.set_running(false);
         raw.peer.set_running(true);
@@ -561,26 +657,33 @@ fn interleaved() {
         raw.peer.set_running(false);
         spin.peer.set_running(true);
         let subject = spin.round_trips(20_000);
-        ratios.push(subject.as_secs_f64() / base.as_secs_f64());
-        raw_ns.push(base.as_nanos() as f64 / 20_000.0);
+        let raw_ns = base.as_nanos() as f64 / 20_000.0;
+        rtt.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
     }
     raw.peer.set_running(true);
     drop((raw, spin));
     println!(
-        "interleaved: SpscRing spinning RTT / raw atomic RTT = {:.2}x (median of {ROUNDS}; raw RTT median {:.0} ns)",
-        median(&mut ratios),
-        median(&mut raw_ns)
+        "interleaved: SpscRing spinning RTT / raw atomic RTT = {}",
+        rtt.summary("x", 2)
     );
 
     let mut blocking = RingPingPong::new(true);
     let mut pipe = StreamPingPong::pipe();
     let mut socket = StreamPingPong::unix_socket();
     let (mut ring_ns, mut pipe_ns, mut socket_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut apart, mut together) = (Vec::new(), Vec::new());
     let per_trip = |took: Duration| took.as_nanos() as f64 / 2_000.0;
     for _ in 0..ROUNDS {
-        ring_ns.push(per_trip(blocking.round_trips(2_000)));
-        pipe_ns.push(per_trip(pipe.round_trips(2_000)));
+        let ring = per_trip(blocking.round_trips(2_000));
+        // Where the two processes ran at the end of the round: the scheduler
+        // sometimes queues a woken peer on its waker's CPU, and then every
+        // round trip costs two context switches, as a pipe's does.
+        let same_cpu = cpu_of(std::process::id()) == cpu_of(blocking.peer.child.id());
+        let pipe_trip = per_trip(pipe.round_trips(2_000));
+        ring_ns.push(ring);
+        pipe_ns.push(pipe_trip);
         socket_ns.push(per_trip(socket.round_trips(2_000)));
+        if same_cpu { &mut together } else { &mut apart }.push(ring / pipe_trip);
     }
     drop((blocking, pipe, socket));
     let (ring_ns, pipe_ns, socket_ns) = (
@@ -588,60 +691,94 @@ fn interleaved() {
         median(&mut pipe_ns),
         median(&mut socket_ns),
     );
+    let split = |ratios: &mut Vec<f64>| match ratios.len() {
+        0 => "no rounds".to_string(),
+        count => format!("{:.2}x ({count})", median(ratios)),
+    };
     println!(
-        "interleaved: RTT medians of {ROUNDS} rounds: SpscRing blocking {ring_ns:.0} ns, \
-         pipe {pipe_ns:.0} ns, Unix socket {socket_ns:.0} ns; ring/pipe = {:.2}x, ring/socket = {:.2}x",
+        "interleaved: RTT: SpscRing blocking {ring_ns:.0} ns, pipe {pipe_ns:.0} ns, Unix socket \
+         {socket_ns:.0} ns; ring/pipe = {:.2}x, ring/socket = {:.2}x; ring/pipe per round with \
+         the processes on two CPUs {}, on one CPU {}",
         ring_ns / pipe_ns,
-        ring_ns / socket_ns
+        ring_ns / socket_ns,
+        split(&mut apart),
+        split(&mut together)
     );
 
     let mut single = RingSink::new(false);
-    let mut to_rtrb = Vec::new();
-    for _ in 0..ROUNDS {
-        single.peer.set_running(true);
-        let subject = single.push_one_by_one(2_000_000).as_secs_f64();
-        single.peer.set_running(false);
-        to_rtrb.push(rtrb_one_by_one(2_000_000).as_secs_f64() / subject);
+    single.peer.set_running(false);
+    let mut to_rtrb = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || {
+                single.peer.set_running(true);
+                let took = single.push_one_by_one(ONE_BY_ONE);
+                single.peer.set_running(false);
+                took
+            },
+            &mut || rtrb_one_by_one(ONE_BY_ONE),
+        );
+        to_rtrb.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
     }
     single.peer.set_running(true);
     drop(single);
-    let mut threads_to_rtrb = Vec::new();
-    for _ in 0..ROUNDS {
-        let subject = spsc_threads_one_by_one(2_000_000).as_secs_f64();
-        threads_to_rtrb.push(rtrb_one_by_one(2_000_000).as_secs_f64() / subject);
+    let mut threads_to_rtrb = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || spsc_threads_one_by_one(ONE_BY_ONE),
+            &mut || rtrb_one_by_one(ONE_BY_ONE),
+        );
+        threads_to_rtrb.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
     }
     println!(
-        "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {:.2}x, \
-         SpscRing two threads {:.2}x (medians of {ROUNDS})",
-        median(&mut to_rtrb),
-        median(&mut threads_to_rtrb)
+        "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {}; \
+         SpscRing two threads {}",
+        to_rtrb.summary("x", 2),
+        threads_to_rtrb.summary("x", 2)
     );
 
     let mut mpmc = MpmcSink::new();
-    let mut to_array_queue = Vec::new();
-    for _ in 0..ROUNDS {
-        mpmc.peer.set_running(true);
-        let subject = mpmc.push_one_by_one(2_000_000).as_secs_f64();
-        mpmc.peer.set_running(false);
-        to_array_queue.push(array_queue_one_by_one(2_000_000).as_secs_f64() / subject);
+    mpmc.peer.set_running(false);
+    let mut to_array_queue = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || {
+                mpmc.peer.set_running(true);
+                let took = mpmc.push_one_by_one(ONE_BY_ONE);
+                mpmc.peer.set_running(false);
+                took
+            },
+            &mut || array_queue_one_by_one(ONE_BY_ONE),
+        );
+        to_array_queue.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
     }
     mpmc.peer.set_running(true);
     drop(mpmc);
     println!(
         "interleaved: MpmcRing one-by-one u64 throughput, two processes / crossbeam ArrayQueue, \
-         two threads = {:.2}x (median of {ROUNDS})",
-        median(&mut to_array_queue)
+         two threads = {}",
+        to_array_queue.summary("x", 2)
     );
 
     let mut batch = RingSink::new(true);
-    let mut rates = Vec::new();
+    let mut rates = Rounds::default();
     for _ in 0..ROUNDS {
+        batch.peer.set_running(false);
+        let raw_ns = probe.raw_ns();
+        batch.peer.set_running(true);
         let took = batch.push_batches(20_000_000).as_secs_f64();
-        rates.push(20_000_000.0 / took / 1e6);
+        rates.push(raw_ns, 20_000_000.0 / took / 1e6);
     }
     println!(
-        "interleaved: SpscRing batch (4096) throughput, two processes: {:.0} M items/s (median of {ROUNDS})",
-        median(&mut rates)
+        "interleaved: SpscRing batch (push_slice/pop_into 4096, capacity 65536) throughput, two \
+         processes: {}",
+        rates.summary(" M items/s", 0)
     );
 }
 

@@ -496,8 +496,10 @@ fn run(args: &[String]) -> Result<(), String> {
             }
         }
         // spsc-sink IN OUT CAP MODE: consume ring IN one at a time (MODE single)
-        // or in batches (MODE batch); at u64::MAX, push the count to ring OUT and
-        // start counting again; stop at end of stdin.
+        // or in batches of up to 4096 (MODE batch); at u64::MAX, push the count
+        // to ring OUT and start counting again. In batch mode the values
+        // before the marker are copied out but not looked at one by one, and
+        // the producer must send nothing after a marker until it has the count.
         "spsc-sink" => {
             let (input, output) = open_ring_pair(args)?;
             let batch = args.get(4).map(String::as_str) == Some("batch");
@@ -520,6 +522,21 @@ fn run(args: &[String]) -> Result<(), String> {
                 };
                 if got == 0 {
                     std::hint::spin_loop();
+                    continue;
+                }
+                if batch {
+                    // The end marker is always the last value in the ring (the
+                    // producer waits for our count before it sends more), so it
+                    // ends the batch that holds it: count per batch, not per item.
+                    if buffer[got - 1] == u64::MAX {
+                        count += got as u64 - 1;
+                        producer
+                            .push_blocking(count, Duration::from_secs(60))
+                            .map_err(|e| e.to_string())?;
+                        count = 0;
+                    } else {
+                        count += got as u64;
+                    }
                     continue;
                 }
                 for &value in &buffer[..got] {
