@@ -42,32 +42,6 @@ const SLOTS: usize = CONTROL + 512;
 /// fence, to keep the fast path free of one), and this bounds what that costs.
 const NAP: Duration = Duration::from_millis(1);
 
-/// How many `pause`s a side waits when a stream it was following dries up
-/// (the consumer finds the ring empty, the producer finds it full, right after
-/// a reload of the other's index had shown two or more new positions). About
-/// 0.4 us on this VM (a pause is ~25 ns here).
-///
-/// Why: a consumer that keeps up with its producer reloads `tail` after every
-/// item, so `tail` and the slot line being written bounce between the two
-/// caches on every push, and both sides slow down to the speed of those
-/// transfers (measured: a plain rtrb-style ring in this position falls to
-/// 30-60 M items/s). A short pause lets the producer run ahead by a few cache
-/// lines; the next reload then finds a batch, and the lines move once per batch.
-/// With it, one-by-one throughput across processes measured 1.5-2.4x that of
-/// the same ring without it, interleaved in one run. A ping-pong is never
-/// affected: each reload there shows one new position, which does not count as
-/// a stream, and the pause happens at most once per stream.
-const STREAM_BACKOFF: usize = 16;
-
-/// Pauses for [`STREAM_BACKOFF`].
-#[cold]
-#[inline(never)]
-fn stream_backoff() {
-    for _ in 0..STREAM_BACKOFF {
-        std::hint::spin_loop();
-    }
-}
-
 /// Why a push did not happen; the value comes back.
 #[derive(Debug)]
 pub enum PushError<T> {
@@ -469,7 +443,6 @@ impl<T: Pod> SpscRing<T> {
             raw: self.raw,
             tail,
             cached_head: head,
-            streaming: false,
             _not_sync: PhantomData,
         })
     }
@@ -492,7 +465,6 @@ impl<T: Pod> SpscRing<T> {
             raw: self.raw,
             head,
             cached_tail: tail,
-            streaming: false,
             _not_sync: PhantomData,
         })
     }
@@ -547,8 +519,6 @@ pub struct Producer<'a, T: Pod> {
     tail: u64,
     /// The consumer's `head` as last seen.
     cached_head: u64,
-    /// A reload of `head` showed a batch since we last found the ring full.
-    streaming: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -570,17 +540,8 @@ impl<'a, T: Pod> Producer<'a, T> {
                 self.cached_head, self.tail
             )));
         }
-        let freed = head - self.cached_head;
         self.cached_head = head;
-        let free = capacity - (self.tail - head);
-        if freed >= 2 {
-            self.streaming = true;
-        } else if freed == 0 && free == 0 && self.streaming {
-            // The consumer stopped freeing slots: see STREAM_BACKOFF.
-            self.streaming = false;
-            stream_backoff();
-        }
-        Ok(free)
+        Ok(capacity - (self.tail - head))
     }
 
     #[inline(always)]
@@ -722,8 +683,6 @@ pub struct Consumer<'a, T: Pod> {
     head: u64,
     /// The producer's `tail` as last seen.
     cached_tail: u64,
-    /// A reload of `tail` showed a batch since we last found the ring empty.
-    streaming: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -744,15 +703,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
                 self.cached_tail, self.head
             )));
         }
-        let new = tail - self.cached_tail;
         self.cached_tail = tail;
-        if new >= 2 {
-            self.streaming = true;
-        } else if new == 0 && tail == self.head && self.streaming {
-            // The stream we followed dried up: see STREAM_BACKOFF.
-            self.streaming = false;
-            stream_backoff();
-        }
         Ok(tail - self.head)
     }
 
