@@ -107,9 +107,12 @@ mod describe;
 mod error;
 mod header;
 mod lock;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod mpmc;
 #[cfg(test)]
 mod mpmc_model;
+mod protocol;
 mod region;
 mod shared;
 mod spsc;

@@ -15,6 +15,7 @@ use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::blocking::retry;
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
+use crate::protocol::{self, Cells, Pop, Push, SequencedCells};
 use crate::region::Region;
 use crate::spsc::{Corrupted, PushError};
 use crate::sys;
@@ -105,6 +106,31 @@ unsafe impl<T: Send> Send for MpmcRing<T> {}
 // SAFETY: every shared operation goes through atomics and the slot protocol,
 // which gives each claimed slot to exactly one party at a time.
 unsafe impl<T: Send> Sync for MpmcRing<T> {}
+
+impl<T: Pod> Cells<T> for MpmcRing<T> {
+    #[inline(always)]
+    unsafe fn write(&self, position: u64, value: T) {
+        // SAFETY: slot() is in bounds and aligned; the caller claimed the slot.
+        unsafe { self.slot(position).1.write(value) }
+    }
+
+    #[inline(always)]
+    unsafe fn read(&self, position: u64) -> T {
+        // SAFETY: slot() is in bounds and aligned; the slot is published to the
+        // caller. Volatile: a hostile peer writing it yields wrong bytes, not
+        // undefined behaviour.
+        unsafe { self.slot(position).1.read_volatile() }
+    }
+}
+
+impl<T: Pod> SequencedCells<T> for MpmcRing<T> {
+    type Sequence = AtomicU64;
+
+    #[inline(always)]
+    fn sequence(&self, position: u64) -> &AtomicU64 {
+        self.slot(position).0
+    }
+}
 
 impl<T: Pod> MpmcRing<T> {
     fn stride() -> usize {
@@ -252,91 +278,36 @@ impl<T: Pod> MpmcRing<T> {
         })
     }
 
-    /// Pushes one value, or hands it back if the ring is full.
+    /// Pushes one value, or hands it back if the ring is full. The protocol
+    /// is [`protocol::mpmc_push`].
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        let enqueue = self.word64(ENQUEUE);
-        let mut position = enqueue.load(Ordering::Relaxed);
-        let mut retries = 0u32;
-        loop {
-            let (sequence, slot) = self.slot(position);
-            let seen = sequence.load(Ordering::Acquire);
-            let lag = seen.wrapping_sub(position) as i64;
-            if lag == 0 {
-                match enqueue.compare_exchange_weak(
-                    position,
-                    position.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the CAS gave us position `position`; its slot is
-                        // free (sequence == position) and no one else touches the
-                        // value until we publish.
-                        unsafe { slot.write(value) };
-                        sequence.store(position.wrapping_add(1), Ordering::Release);
-                        self.wake(CONSUMER_EPOCH, CONSUMER_SLEEPERS);
-                        return Ok(());
-                    }
-                    Err(current) => position = current,
-                }
-            } else if lag < 0 {
-                // The slot still holds the value from the previous lap: full.
-                return Err(PushError::Full(value));
-            } else {
-                position = enqueue.load(Ordering::Relaxed);
+        match protocol::mpmc_push(self.word64(ENQUEUE), self, value, MAX_RETRIES) {
+            Push::Done => {
+                self.wake(CONSUMER_EPOCH, CONSUMER_SLEEPERS);
+                Ok(())
             }
-            retries += 1;
-            if retries > MAX_RETRIES {
-                return Err(PushError::Corrupted(
-                    value,
-                    self.corrupted(format!("no free slot claimed after {MAX_RETRIES} tries")),
-                ));
-            }
+            Push::Full(value) => Err(PushError::Full(value)),
+            Push::Broken(value, ()) => Err(PushError::Corrupted(
+                value,
+                self.corrupted(format!("no free slot claimed after {MAX_RETRIES} tries")),
+            )),
         }
     }
 
-    /// Pops one value, or `None` if the ring is empty.
+    /// Pops one value, or `None` if the ring is empty. The protocol is
+    /// [`protocol::mpmc_pop`].
     #[inline]
     pub fn pop(&self) -> Result<Option<T>, Corrupted> {
-        let dequeue = self.word64(DEQUEUE);
-        let mut position = dequeue.load(Ordering::Relaxed);
-        let mut retries = 0u32;
-        loop {
-            let (sequence, slot) = self.slot(position);
-            let seen = sequence.load(Ordering::Acquire);
-            let lag = seen.wrapping_sub(position.wrapping_add(1)) as i64;
-            if lag == 0 {
-                match dequeue.compare_exchange_weak(
-                    position,
-                    position.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the CAS gave us position `position`, published
-                        // (sequence == position + 1, Acquire); producers do not
-                        // write it again until we free it. Volatile: a hostile
-                        // peer writing it yields wrong bytes, not undefined
-                        // behaviour.
-                        let value = unsafe { slot.read_volatile() };
-                        sequence.store(position.wrapping_add(self.capacity), Ordering::Release);
-                        self.wake(PRODUCER_EPOCH, PRODUCER_SLEEPERS);
-                        return Ok(Some(value));
-                    }
-                    Err(current) => position = current,
-                }
-            } else if lag < 0 {
-                return Ok(None);
-            } else {
-                position = dequeue.load(Ordering::Relaxed);
+        match protocol::mpmc_pop(self.word64(DEQUEUE), self, self.capacity, MAX_RETRIES) {
+            Pop::Value(value) => {
+                self.wake(PRODUCER_EPOCH, PRODUCER_SLEEPERS);
+                Ok(Some(value))
             }
-            retries += 1;
-            if retries > MAX_RETRIES {
-                return Err(self.corrupted(format!(
-                    "no published slot claimed after {MAX_RETRIES} tries"
-                )));
-            }
+            Pop::Empty => Ok(None),
+            Pop::Broken(()) => Err(self.corrupted(format!(
+                "no published slot claimed after {MAX_RETRIES} tries"
+            ))),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::blocking::retry;
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
+use crate::protocol::{self, Cells, Impossible, Pop, Push};
 use crate::region::Region;
 use crate::sys::{self, TaskState};
 
@@ -119,6 +120,24 @@ impl<T> Clone for Raw<T> {
 }
 
 impl<T> Copy for Raw<T> {}
+
+impl<T> Cells<T> for Raw<T> {
+    #[inline(always)]
+    unsafe fn write(&self, position: u64, value: T) {
+        // SAFETY: slot() is in bounds and aligned; the caller has the slot to
+        // itself (protocol::Cells::write).
+        unsafe { self.slot(position).write(value) }
+    }
+
+    #[inline(always)]
+    unsafe fn read(&self, position: u64) -> T {
+        // SAFETY: slot() is in bounds and aligned; the slot is published to us.
+        // A volatile read, because a buggy or hostile producer might write it
+        // anyway: then we get wrong bytes (any bytes are a valid T: Pod), not
+        // undefined behaviour from a compiler that assumed the memory stable.
+        unsafe { self.slot(position).read_volatile() }
+    }
+}
 
 // SAFETY: a pointer into the ring's mapping (which outlives every handle: they
 // borrow the ring) and its capacity; what may be done through it is governed
@@ -365,6 +384,16 @@ impl<T: Pod> SpscRing<T> {
         }
     }
 
+    /// The error for an impossible index, naming the segment.
+    #[cold]
+    #[inline(never)]
+    fn impossible(&self, index: &str, other: &str, what: Impossible) -> Corrupted {
+        self.corrupted(format!(
+            "{index} went from {} to {} with {other} {}",
+            what.was, what.now, what.own
+        ))
+    }
+
     #[cold]
     #[inline(never)]
     fn corrupted(&self, what: String) -> Corrupted {
@@ -441,8 +470,10 @@ impl<T: Pod> SpscRing<T> {
         Ok(Producer {
             ring: self,
             raw: self.raw,
-            tail,
-            cached_head: head,
+            core: protocol::SpscProducer {
+                tail,
+                cached_head: head,
+            },
             _not_sync: PhantomData,
         })
     }
@@ -463,8 +494,10 @@ impl<T: Pod> SpscRing<T> {
         Ok(Consumer {
             ring: self,
             raw: self.raw,
-            head,
-            cached_tail: tail,
+            core: protocol::SpscConsumer {
+                head,
+                cached_tail: tail,
+            },
             _not_sync: PhantomData,
         })
     }
@@ -515,56 +548,44 @@ pub struct Producer<'a, T: Pod> {
     ring: &'a SpscRing<T>,
     /// The ring's hot-path data, copied (see [`Raw`]).
     raw: Raw<T>,
-    /// Our position: the authority for `tail` (we are its only writer).
-    tail: u64,
-    /// The consumer's `head` as last seen.
-    cached_head: u64,
+    /// Our `tail` (we are its only writer) and the consumer's `head` as last seen.
+    core: protocol::SpscProducer,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl<'a, T: Pod> Producer<'a, T> {
     /// Free slots, reloading the consumer's position only when `needed` are not
-    /// free by the cached one.
+    /// free by the cached one (validated: see [`protocol::SpscProducer::free`]).
     #[inline(always)]
     fn free(&mut self, needed: u64) -> Result<u64, Corrupted> {
-        let capacity = self.raw.capacity;
-        let free = capacity - (self.tail - self.cached_head);
-        if free >= needed {
-            return Ok(free);
-        }
-        let head = self.raw.word64(HEAD).load(Ordering::Acquire);
-        // The consumer never passes our tail, nor falls more than capacity behind.
-        if head < self.cached_head || head > self.tail {
-            return Err(self.ring.corrupted(format!(
-                "head went from {} to {head} with tail {}",
-                self.cached_head, self.tail
-            )));
-        }
-        self.cached_head = head;
-        Ok(capacity - (self.tail - head))
+        self.core
+            .free(self.raw.word64(HEAD), self.raw.capacity, needed)
+            .map_err(|what| self.ring.impossible("head", "tail", what))
     }
 
     #[inline(always)]
     fn publish(&mut self, count: u64) {
-        self.tail += count;
-        self.raw.word64(TAIL).store(self.tail, Ordering::Release);
+        self.core.publish(self.raw.word64(TAIL), count);
         self.raw.wake(CONSUMER_SLEEPING);
     }
 
     /// Pushes one value, or hands it back if the ring is full.
     #[inline(always)]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        match self.free(1) {
-            Ok(0) => Err(PushError::Full(value)),
-            Ok(_) => {
-                // SAFETY: the slot at `tail` is free (tail - head < capacity), so
-                // the consumer does not read it until we publish; we are the only
-                // producer (claimed), so nobody else writes it.
-                unsafe { self.raw.slot(self.tail).write(value) };
-                self.publish(1);
+        let raw = &self.raw;
+        match self
+            .core
+            .push(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity, value)
+        {
+            Push::Done => {
+                raw.wake(CONSUMER_SLEEPING);
                 Ok(())
             }
-            Err(error) => Err(PushError::Corrupted(value, error)),
+            Push::Full(value) => Err(PushError::Full(value)),
+            Push::Broken(value, what) => Err(PushError::Corrupted(
+                value,
+                self.ring.impossible("head", "tail", what),
+            )),
         }
     }
 
@@ -573,7 +594,7 @@ impl<'a, T: Pod> Producer<'a, T> {
     pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
         let ring = self.ring;
         // A failed push leaves our tail where it is.
-        let tail = self.tail;
+        let tail = self.core.tail;
         retry(
             value,
             timeout,
@@ -596,13 +617,13 @@ impl<'a, T: Pod> Producer<'a, T> {
         let free = self.free(values.len() as u64)?;
         let count = (values.len() as u64).min(free);
         // At most two contiguous runs: up to the end of the slots, then from the start.
-        let (first, second) = self.raw.runs(self.tail, count);
+        let (first, second) = self.raw.runs(self.core.tail, count);
         // SAFETY: positions tail..tail+count are free (count <= free), unread by
         // the consumer until published, and written only by us; each run lies
         // inside the slot array (runs() splits at its end), and `values` is
         // ordinary memory that does not overlap the segment.
         unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.raw.slot(self.tail), first);
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.raw.slot(self.core.tail), first);
             std::ptr::copy_nonoverlapping(values.as_ptr().add(first), self.raw.slot(0), second);
         }
         if count > 0 {
@@ -637,9 +658,9 @@ impl<'a, T: Pod> Producer<'a, T> {
     pub fn write_chunk(&mut self, len: usize) -> Result<WriteChunk<'_, 'a, T>, Corrupted> {
         let free = self.free(len as u64)?;
         let count = (len as u64).min(free);
-        let (first, second) = self.raw.runs(self.tail, count);
+        let (first, second) = self.raw.runs(self.core.tail, count);
         Ok(WriteChunk {
-            start: self.raw.slot(self.tail),
+            start: self.raw.slot(self.core.tail),
             wrapped: self.raw.slot(0),
             first,
             second,
@@ -668,8 +689,8 @@ impl<T: Pod> Drop for Producer<'_, T> {
 impl<T: Pod> fmt::Debug for Producer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
-            .field("tail", &self.tail)
-            .field("cached_head", &self.cached_head)
+            .field("tail", &self.core.tail)
+            .field("cached_head", &self.core.cached_head)
             .finish()
     }
 }
@@ -679,55 +700,42 @@ pub struct Consumer<'a, T: Pod> {
     ring: &'a SpscRing<T>,
     /// The ring's hot-path data, copied (see [`Raw`]).
     raw: Raw<T>,
-    /// Our position: the authority for `head` (we are its only writer).
-    head: u64,
-    /// The producer's `tail` as last seen.
-    cached_tail: u64,
+    /// Our `head` (we are its only writer) and the producer's `tail` as last seen.
+    core: protocol::SpscConsumer,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl<'a, T: Pod> Consumer<'a, T> {
     /// Items available, reloading the producer's position only when fewer than
-    /// `wanted` are known.
+    /// `wanted` are known (validated: see [`protocol::SpscConsumer::available`]).
     #[inline(always)]
     fn available(&mut self, wanted: u64) -> Result<u64, Corrupted> {
-        let known = self.cached_tail - self.head;
-        if known >= wanted {
-            return Ok(known);
-        }
-        let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
-        // The producer never goes back, nor more than capacity ahead of us.
-        if tail < self.cached_tail || tail - self.head > self.raw.capacity {
-            return Err(self.ring.corrupted(format!(
-                "tail went from {} to {tail} with head {}",
-                self.cached_tail, self.head
-            )));
-        }
-        self.cached_tail = tail;
-        Ok(tail - self.head)
+        self.core
+            .available(self.raw.word64(TAIL), self.raw.capacity, wanted)
+            .map_err(|what| self.ring.impossible("tail", "head", what))
     }
 
     #[inline(always)]
     fn release(&mut self, count: u64) {
-        self.head += count;
-        self.raw.word64(HEAD).store(self.head, Ordering::Release);
+        self.core.release(self.raw.word64(HEAD), count);
         self.raw.wake(PRODUCER_SLEEPING);
     }
 
     /// Pops one value, or `None` if the ring is empty.
     #[inline(always)]
     pub fn pop(&mut self) -> Result<Option<T>, Corrupted> {
-        if self.available(1)? == 0 {
-            return Ok(None);
+        let raw = &self.raw;
+        match self
+            .core
+            .pop(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity)
+        {
+            Pop::Value(value) => {
+                raw.wake(PRODUCER_SLEEPING);
+                Ok(Some(value))
+            }
+            Pop::Empty => Ok(None),
+            Pop::Broken(what) => Err(self.ring.impossible("tail", "head", what)),
         }
-        // SAFETY: position `head` was published (head < tail, Acquire load of
-        // tail), and a well-behaved producer does not write it again until we
-        // release it. A volatile read, because a buggy or hostile producer might:
-        // then we get wrong bytes (any bytes are a valid T: Pod), not undefined
-        // behaviour from a compiler that assumed the memory stable.
-        let value = unsafe { self.raw.slot(self.head).read_volatile() };
-        self.release(1);
-        Ok(Some(value))
     }
 
     /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
@@ -735,7 +743,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
     pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
         let ring = self.ring;
         // A failed pop leaves our head where it is.
-        let head = self.head;
+        let head = self.core.head;
         retry(
             (),
             timeout,
@@ -756,9 +764,9 @@ impl<'a, T: Pod> Consumer<'a, T> {
     pub fn pop_into(&mut self, out: &mut [T]) -> Result<usize, Corrupted> {
         let available = self.available(out.len() as u64)?;
         let count = (out.len() as u64).min(available) as usize;
-        let (first, second) = self.raw.runs(self.head, count as u64);
+        let (first, second) = self.raw.runs(self.core.head, count as u64);
         for (run, (start, len)) in [
-            (self.raw.slot(self.head), first),
+            (self.raw.slot(self.core.head), first),
             (self.raw.slot(0), second),
         ]
         .into_iter()
@@ -787,9 +795,9 @@ impl<'a, T: Pod> Consumer<'a, T> {
     pub fn read_chunk(&mut self, len: usize) -> Result<ReadChunk<'_, 'a, T>, Corrupted> {
         let available = self.available(len as u64)?;
         let count = (len as u64).min(available);
-        let (first, second) = self.raw.runs(self.head, count);
+        let (first, second) = self.raw.runs(self.core.head, count);
         Ok(ReadChunk {
-            start: self.raw.slot(self.head),
+            start: self.raw.slot(self.core.head),
             wrapped: self.raw.slot(0),
             first,
             second,
@@ -823,8 +831,8 @@ impl<T: Pod> Drop for Consumer<'_, T> {
 impl<T: Pod> fmt::Debug for Consumer<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
-            .field("head", &self.head)
-            .field("cached_tail", &self.cached_tail)
+            .field("head", &self.core.head)
+            .field("cached_tail", &self.core.cached_tail)
             .finish()
     }
 }
