@@ -326,12 +326,20 @@ impl RingSink {
         self.finish(count, started)
     }
 
-    fn push_batches(&mut self, count: u64) -> Duration {
+    /// `count` values in slices of 4096, with `push_slice` or (`streaming`)
+    /// `push_slice_streaming`.
+    fn push_batches(&mut self, count: u64, streaming: bool) -> Duration {
         let started = Instant::now();
         let mut sent = 0u64;
         while sent < count {
             let len = (count - sent).min(4096) as usize;
-            sent += self.producer.push_slice(&self.batch[..len]).unwrap() as u64;
+            let values = &self.batch[..len];
+            sent += if streaming {
+                self.producer.push_slice_streaming(values)
+            } else {
+                self.producer.push_slice(values)
+            }
+            .unwrap() as u64;
         }
         self.finish(count, started)
     }
@@ -538,7 +546,11 @@ fn throughput(c: &mut Criterion) {
     let mut batch = RingSink::new(true);
     group.bench_function(
         "SpscRing u64 push_slice/pop_into 4096, two processes",
-        |b| b.iter_custom(|iters| batch.push_batches(iters)),
+        |b| b.iter_custom(|iters| batch.push_batches(iters, false)),
+    );
+    group.bench_function(
+        "SpscRing u64 push_slice_streaming/pop_into 4096, two processes",
+        |b| b.iter_custom(|iters| batch.push_batches(iters, true)),
     );
     group.finish();
 }
@@ -767,18 +779,28 @@ fn interleaved() {
     );
 
     let mut batch = RingSink::new(true);
-    let mut rates = Rounds::default();
-    for _ in 0..ROUNDS {
+    let (mut rates, mut streaming_rates) = (Rounds::default(), Rounds::default());
+    let rate = |took: Duration| 20_000_000.0 / took.as_secs_f64() / 1e6;
+    for round in 0..ROUNDS {
         batch.peer.set_running(false);
         let raw_ns = probe.raw_ns();
         batch.peer.set_running(true);
-        let took = batch.push_batches(20_000_000).as_secs_f64();
-        rates.push(raw_ns, 20_000_000.0 / took / 1e6);
+        let (plain, streaming) = {
+            let batch = std::cell::RefCell::new(&mut batch);
+            alternate(
+                round,
+                &mut || batch.borrow_mut().push_batches(20_000_000, false),
+                &mut || batch.borrow_mut().push_batches(20_000_000, true),
+            )
+        };
+        rates.push(raw_ns, rate(plain));
+        streaming_rates.push(raw_ns, rate(streaming));
     }
     println!(
-        "interleaved: SpscRing batch (push_slice/pop_into 4096, capacity 65536) throughput, two \
-         processes: {}",
-        rates.summary(" M items/s", 0)
+        "interleaved: SpscRing batch throughput (slices of 4096 u64, capacity 65536), two \
+         processes: push_slice {}; push_slice_streaming {}",
+        rates.summary(" M items/s", 0),
+        streaming_rates.summary(" M items/s", 0)
     );
 }
 

@@ -614,6 +614,33 @@ impl<'a, T: Pod> Producer<'a, T> {
 
     /// Pushes as many values from `values` as fit; returns how many.
     pub fn push_slice(&mut self, values: &[T]) -> Result<usize, Corrupted> {
+        self.push_slice_with(values, std::ptr::copy_nonoverlapping::<T>)
+    }
+
+    /// Like [`push_slice`](Producer::push_slice), but writes the slots with
+    /// non-temporal (streaming) stores, which go to memory without first
+    /// fetching each cache line into this CPU's cache.
+    ///
+    /// Which one is faster depends on where the consumer runs. When it shares
+    /// a cache with us, `push_slice` wins: the lines move straight from our
+    /// cache to its. When it is far away (another CCX or socket), every line
+    /// `push_slice` writes must first be fetched back from the consumer's
+    /// cache, one round trip per line; streaming stores skip that. On the
+    /// 2-vCPU VM of the README, u64 in batches of 4096 across processes:
+    /// `push_slice` 2.2 G items/s near and 0.6 G/s far, this 1.4 G/s near and
+    /// 1.2-1.4 G/s far. Elsewhere than x86-64 this is `push_slice`.
+    pub fn push_slice_streaming(&mut self, values: &[T]) -> Result<usize, Corrupted> {
+        self.push_slice_with(values, copy_streaming::<T>)
+    }
+
+    /// Copies as many of `values` as fit into the free slots with `copy` (a
+    /// `copy_nonoverlapping` equivalent), then publishes them.
+    #[inline(always)]
+    fn push_slice_with(
+        &mut self,
+        values: &[T],
+        copy: unsafe fn(*const T, *mut T, usize),
+    ) -> Result<usize, Corrupted> {
         let free = self.free(values.len() as u64)?;
         let count = (values.len() as u64).min(free);
         // At most two contiguous runs: up to the end of the slots, then from the start.
@@ -621,10 +648,11 @@ impl<'a, T: Pod> Producer<'a, T> {
         // SAFETY: positions tail..tail+count are free (count <= free), unread by
         // the consumer until published, and written only by us; each run lies
         // inside the slot array (runs() splits at its end), and `values` is
-        // ordinary memory that does not overlap the segment.
+        // ordinary memory that does not overlap the segment and holds `first +
+        // second` values.
         unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.raw.slot(self.core.tail), first);
-            std::ptr::copy_nonoverlapping(values.as_ptr().add(first), self.raw.slot(0), second);
+            copy(values.as_ptr(), self.raw.slot(self.core.tail), first);
+            copy(values.as_ptr().add(first), self.raw.slot(0), second);
         }
         if count > 0 {
             self.publish(count);
@@ -1055,4 +1083,43 @@ impl<T: Pod> fmt::Debug for ChunkIter<'_, T> {
             .field("left", &(self.len - self.index))
             .finish()
     }
+}
+
+/// Copies `count` values from `source` to `destination` with non-temporal
+/// stores (16 bytes at a time; the unaligned ends with ordinary stores), then
+/// fences (`sfence`): streaming stores are not ordered by x86's usual rules,
+/// and the Release store that publishes them must not pass them.
+///
+/// # Safety
+///
+/// As `ptr::copy_nonoverlapping`: both runs valid for `count` values,
+/// `destination` writable, the two not overlapping.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+unsafe fn copy_streaming<T>(source: *const T, destination: *mut T, count: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+
+    let bytes = count * std::mem::size_of::<T>();
+    let (source, destination) = (source.cast::<u8>(), destination.cast::<u8>());
+    let head = destination.align_offset(16).min(bytes);
+    // SAFETY: the caller's contract covers all `bytes` bytes of both runs; each
+    // piece below stays inside them; SSE2, which these intrinsics need, is part
+    // of x86-64; the streamed stores go to 16-aligned addresses (after `head`).
+    unsafe {
+        std::ptr::copy_nonoverlapping(source, destination, head);
+        let mut offset = head;
+        while offset + 16 <= bytes {
+            let chunk = _mm_loadu_si128(source.add(offset).cast::<__m128i>());
+            _mm_stream_si128(destination.add(offset).cast::<__m128i>(), chunk);
+            offset += 16;
+        }
+        std::ptr::copy_nonoverlapping(source.add(offset), destination.add(offset), bytes - offset);
+        _mm_sfence();
+    }
+}
+
+/// Elsewhere (and under Miri), an ordinary copy.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+unsafe fn copy_streaming<T>(source: *const T, destination: *mut T, count: usize) {
+    // SAFETY: the caller's contract is copy_nonoverlapping's.
+    unsafe { std::ptr::copy_nonoverlapping(source, destination, count) }
 }

@@ -35,6 +35,40 @@ fn fills_to_capacity_then_hands_the_value_back() {
     assert!(ring.is_empty().unwrap());
 }
 
+/// Streaming stores copy 16 bytes at a time with ordinary stores at the
+/// unaligned ends: values of odd sizes, starting at every offset and wrapping
+/// around, must arrive intact.
+#[test]
+fn streaming_pushes_of_odd_sized_values_arrive_intact() {
+    fn check<T: bytemuck::Pod + PartialEq + std::fmt::Debug>() {
+        let size = std::mem::size_of::<T>();
+        let capacity = 32u64;
+        let len = crate::header::PAYLOAD_OFFSET + 512 + size * capacity as usize;
+        let ring = SpscRing::<T>::create_in(Region::heap(len), capacity).unwrap();
+        let (mut producer, mut consumer) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut next = 0u8;
+        for round in 0..40usize {
+            let batch: Vec<T> = (0..round % 29)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    let mut value = T::zeroed();
+                    bytemuck::bytes_of_mut(&mut value).fill(next);
+                    value
+                })
+                .collect();
+            assert_eq!(producer.push_slice_streaming(&batch).unwrap(), batch.len());
+            let mut out = vec![T::zeroed(); batch.len()];
+            assert_eq!(consumer.pop_into(&mut out).unwrap(), batch.len());
+            assert_eq!(out, batch, "{size}-byte values, round {round}");
+        }
+    }
+    check::<u8>();
+    check::<[u8; 3]>();
+    check::<u64>();
+    check::<[u8; 17]>();
+    check::<[u32; 12]>();
+}
+
 #[test]
 fn one_producer_and_one_consumer_at_a_time() {
     let ring = ring_in_heap(4);
@@ -135,7 +169,8 @@ mod state_machine {
     #[derive(Clone, Debug)]
     enum Op {
         Push(u64),
-        PushSlice(Vec<u64>),
+        /// Values, and whether to push them with streaming stores.
+        PushSlice(Vec<u64>, bool),
         Pop,
         PopInto(usize),
         Len,
@@ -171,7 +206,8 @@ mod state_machine {
         fn transitions(_: &Model) -> BoxedStrategy<Op> {
             prop_oneof![
                 4 => any::<u64>().prop_map(Op::Push),
-                2 => prop::collection::vec(any::<u64>(), 0..20).prop_map(Op::PushSlice),
+                2 => (prop::collection::vec(any::<u64>(), 0..20), any::<bool>())
+                    .prop_map(|(values, streaming)| Op::PushSlice(values, streaming)),
                 4 => Just(Op::Pop),
                 2 => (0usize..20).prop_map(Op::PopInto),
                 1 => Just(Op::Len),
@@ -192,7 +228,7 @@ mod state_machine {
                         state.items.push_back(*value);
                     }
                 }
-                Op::PushSlice(values) => state.items.extend(values.iter().take(free)),
+                Op::PushSlice(values, _) => state.items.extend(values.iter().take(free)),
                 Op::Pop => {
                     state.items.pop_front();
                 }
@@ -249,8 +285,12 @@ mod state_machine {
                     }
                     Err(other) => panic!("{other}"),
                 },
-                Op::PushSlice(values) => {
-                    let pushed = producer.push_slice(&values).unwrap();
+                Op::PushSlice(values, streaming) => {
+                    let pushed = if streaming {
+                        producer.push_slice_streaming(&values).unwrap()
+                    } else {
+                        producer.push_slice(&values).unwrap()
+                    };
                     assert_eq!(pushed, after.items.len() - before.items.len());
                 }
                 Op::Pop => assert_eq!(consumer.pop().unwrap(), before.items.front().copied()),
