@@ -278,10 +278,10 @@ impl<T: Pod> MpmcRing<T> {
         })
     }
 
-    /// Pushes one value, or hands it back if the ring is full. The protocol
-    /// is [`protocol::mpmc_push`].
+    /// Pushes one value, or hands it back if the ring is full.
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        // The protocol itself: protocol::mpmc_push (checked by loom).
         match protocol::mpmc_push(self.word64(ENQUEUE), self, value, MAX_RETRIES) {
             Push::Done => {
                 self.wake(CONSUMER_EPOCH, CONSUMER_SLEEPERS);
@@ -295,10 +295,10 @@ impl<T: Pod> MpmcRing<T> {
         }
     }
 
-    /// Pops one value, or `None` if the ring is empty. The protocol is
-    /// [`protocol::mpmc_pop`].
+    /// Pops one value, or `None` if the ring is empty.
     #[inline]
     pub fn pop(&self) -> Result<Option<T>, Corrupted> {
+        // The protocol itself: protocol::mpmc_pop (checked by loom).
         match protocol::mpmc_pop(self.word64(DEQUEUE), self, self.capacity, MAX_RETRIES) {
             Pop::Value(value) => {
                 self.wake(PRODUCER_EPOCH, PRODUCER_SLEEPERS);
