@@ -506,48 +506,41 @@ fn run(args: &[String]) -> Result<(), String> {
             let mut consumer = input.consumer().map_err(|e| e.to_string())?;
             let mut producer = output.producer().map_err(|e| e.to_string())?;
             say("ready");
-            let mut buffer = vec![0u64; 4096];
             let mut count = 0u64;
-            loop {
-                let got = if batch {
-                    consumer.pop_into(&mut buffer).map_err(|e| e.to_string())?
-                } else {
+            if !batch {
+                // One at a time: the same work per item as the in-process
+                // baselines' consumers (one pop, one compare, one count).
+                loop {
                     match consumer.pop().map_err(|e| e.to_string())? {
-                        Some(value) => {
-                            buffer[0] = value;
-                            1
+                        Some(u64::MAX) => {
+                            producer
+                                .push_blocking(count, Duration::from_secs(60))
+                                .map_err(|e| e.to_string())?;
+                            count = 0;
                         }
-                        None => 0,
+                        Some(_) => count += 1,
+                        None => std::hint::spin_loop(),
                     }
-                };
+                }
+            }
+            let mut buffer = vec![0u64; 4096];
+            loop {
+                let got = consumer.pop_into(&mut buffer).map_err(|e| e.to_string())?;
                 if got == 0 {
                     std::hint::spin_loop();
                     continue;
                 }
-                if batch {
-                    // The end marker is always the last value in the ring (the
-                    // producer waits for our count before it sends more), so it
-                    // ends the batch that holds it: count per batch, not per item.
-                    if buffer[got - 1] == u64::MAX {
-                        count += got as u64 - 1;
-                        producer
-                            .push_blocking(count, Duration::from_secs(60))
-                            .map_err(|e| e.to_string())?;
-                        count = 0;
-                    } else {
-                        count += got as u64;
-                    }
-                    continue;
-                }
-                for &value in &buffer[..got] {
-                    if value == u64::MAX {
-                        producer
-                            .push_blocking(count, Duration::from_secs(60))
-                            .map_err(|e| e.to_string())?;
-                        count = 0;
-                    } else {
-                        count += 1;
-                    }
+                // The end marker is always the last value in the ring (the
+                // producer waits for our count before it sends more), so it
+                // ends the batch that holds it: count per batch, not per item.
+                if buffer[got - 1] == u64::MAX {
+                    count += got as u64 - 1;
+                    producer
+                        .push_blocking(count, Duration::from_secs(60))
+                        .map_err(|e| e.to_string())?;
+                    count = 0;
+                } else {
+                    count += got as u64;
                 }
             }
         }
