@@ -43,6 +43,20 @@ const SLOTS: usize = CONTROL + 512;
 /// fence, to keep the fast path free of one), and this bounds what that costs.
 const NAP: Duration = Duration::from_millis(1);
 
+/// How far ahead of the slot it just filled a one-by-one `push` asks for the
+/// next lines (PREFETCHW, once per cache line). With the consumer on a distant
+/// core, each slot line the producer is about to write is still in the
+/// consumer's cache from the previous lap, and fetching it back with write
+/// intent costs a slow round trip that the push would otherwise wait for.
+/// Asking four lines early overlaps those trips. Measured with two threads,
+/// alternating per round against rtrb: far placement (raw round trip
+/// ~450-500 ns, 298 rounds) 1.04x rtrb without, 1.24x one line ahead, 1.34x
+/// two, 1.74x four; 36 other far rounds 0.64x without, 0.95x four lines, 0.93x
+/// six; a read prefetch (PREFETCHT0) does not help (0.84x). Two processes, far
+/// (24 rounds): 0.62x without, 0.85x with. Near placement: no difference
+/// across processes (0.92x both, 29 rounds); eight lines ahead cost threads 30%.
+const PREFETCH_AHEAD: usize = 256;
+
 /// Why a push did not happen; the value comes back.
 #[derive(Debug)]
 pub enum PushError<T> {
@@ -177,6 +191,17 @@ impl<T> Raw<T> {
         let index = position & (self.capacity - 1);
         let first = count.min(self.capacity - index);
         (first as usize, (count - first) as usize)
+    }
+
+    /// When the slot for `position` starts a cache line, asks for write
+    /// ownership of the line [`PREFETCH_AHEAD`] bytes further on (wrapping).
+    #[inline(always)]
+    fn prefetch_ahead(&self, position: u64) {
+        let size = std::mem::size_of::<T>();
+        if (self.slot(position) as usize) % 64 < size {
+            let ahead = (PREFETCH_AHEAD / size).max(1) as u64;
+            sys::prefetch_write(self.slot(position.wrapping_add(ahead)).cast());
+        }
     }
 
     /// Wakes the other side if it announced that it sleeps on `offset`.
@@ -474,6 +499,7 @@ impl<T: Pod> SpscRing<T> {
                 tail,
                 cached_head: head,
             },
+            prefetch: sys::has_prefetch_write(),
             _not_sync: PhantomData,
         })
     }
@@ -550,6 +576,8 @@ pub struct Producer<'a, T: Pod> {
     raw: Raw<T>,
     /// Our `tail` (we are its only writer) and the consumer's `head` as last seen.
     core: protocol::SpscProducer,
+    /// Whether `push` asks for the slot lines ahead (the CPU has PREFETCHW).
+    prefetch: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -578,6 +606,9 @@ impl<'a, T: Pod> Producer<'a, T> {
             .push(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity, value)
         {
             Push::Done => {
+                if self.prefetch {
+                    raw.prefetch_ahead(self.core.tail);
+                }
                 raw.wake(CONSUMER_SLEEPING);
                 Ok(())
             }

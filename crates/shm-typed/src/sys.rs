@@ -232,6 +232,45 @@ pub(crate) use imp::{
     current_pid, current_start_time, current_tid, current_uid, pid_namespace, task_state,
 };
 
+/// Whether the CPU has PREFETCHW (CPUID leaf 0x8000_0001, ECX bit 8), asked
+/// once per handle.
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+pub(crate) fn has_prefetch_write() -> bool {
+    use std::arch::x86_64::__cpuid;
+    // `__cpuid` is an unsafe fn in older Rust and a safe one in newer.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86-64 processor and has no side effects.
+    let (max, features) = unsafe {
+        let max = __cpuid(0x8000_0000).eax;
+        (max, __cpuid(0x8000_0001).ecx)
+    };
+    max >= 0x8000_0001 && features & (1 << 8) != 0
+}
+
+/// Elsewhere, and under Miri: no.
+#[cfg(not(all(target_arch = "x86_64", not(miri))))]
+pub(crate) fn has_prefetch_write() -> bool {
+    false
+}
+
+/// Asks for the cache line holding `address` with intent to write. A hint: it
+/// never faults, whatever the address, and changes nothing a program can see.
+#[inline(always)]
+pub(crate) fn prefetch_write(address: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: PREFETCHW reads no memory architecturally, writes none, never
+    // faults, and is only reached when has_prefetch_write() said the CPU has it.
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{address}]",
+            address = in(reg) address,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = address;
+}
+
 /// Sleeps while `word` holds `expected`, for at most `timeout`; returns early on a
 /// wake, a spurious wake-up or a changed value. The futex is shared (never
 /// `FUTEX_PRIVATE_FLAG`), so wakes from other processes reach us.
