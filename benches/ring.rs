@@ -717,10 +717,14 @@ fn interleaved() {
         split(&mut together)
     );
 
-    let mut single = RingSink::new(false);
-    single.peer.set_running(false);
     let mut to_rtrb = Rounds::default();
     for round in 0..ROUNDS {
+        // A fresh ring (and peer) each round, as rtrb gets a fresh buffer: a
+        // 512 KiB slot array fills this CPU's 512 KiB L2, so how its physical
+        // pages fall on cache sets matters, and one ring for all rounds made
+        // whole runs fast or slow together (0.41x to 1.50x rtrb).
+        let mut single = RingSink::new(false);
+        single.peer.set_running(false);
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(
             round,
@@ -733,9 +737,8 @@ fn interleaved() {
             &mut || rtrb_one_by_one(ONE_BY_ONE),
         );
         to_rtrb.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
+        single.peer.set_running(true);
     }
-    single.peer.set_running(true);
-    drop(single);
     let mut threads_to_rtrb = Rounds::default();
     for round in 0..ROUNDS {
         let raw_ns = probe.raw_ns();
