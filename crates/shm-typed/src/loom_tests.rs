@@ -17,31 +17,12 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 use loom::thread;
-use std::sync::atomic::Ordering;
 
 use crate::protocol::{
-    mpmc_pop, mpmc_push, Cells, Pop, Push, SequencedCells, SpscConsumer, SpscProducer, Word64,
+    mpmc_pop, mpmc_push, Cells, Pop, Push, SequencedCells, SpscConsumer, SpscProducer,
 };
 
-impl Word64 for AtomicU64 {
-    fn load(&self, order: Ordering) -> u64 {
-        self.load(order)
-    }
-
-    fn store(&self, value: u64, order: Ordering) {
-        self.store(value, order)
-    }
-
-    fn compare_exchange_weak(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        self.compare_exchange_weak(current, new, success, failure)
-    }
-}
+crate::protocol::impl_word64!(AtomicU64);
 
 /// Value cells whose every access loom tracks.
 struct LoomCells(Vec<UnsafeCell<u64>>);

@@ -26,28 +26,39 @@ pub(crate) trait Word64 {
     ) -> Result<u64, u64>;
 }
 
-impl Word64 for std::sync::atomic::AtomicU64 {
-    #[inline(always)]
-    fn load(&self, order: Ordering) -> u64 {
-        self.load(order)
-    }
+/// Implements [`Word64`] for an atomic type with `std`'s method names (loom's
+/// `AtomicU64` has them too; `loom_tests.rs` uses this).
+macro_rules! impl_word64 {
+    ($atomic:ty) => {
+        impl $crate::protocol::Word64 for $atomic {
+            #[inline(always)]
+            fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
+                // The inherent method (inherent methods win over trait ones).
+                self.load(order)
+            }
 
-    #[inline(always)]
-    fn store(&self, value: u64, order: Ordering) {
-        self.store(value, order)
-    }
+            #[inline(always)]
+            fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
+                self.store(value, order)
+            }
 
-    #[inline(always)]
-    fn compare_exchange_weak(
-        &self,
-        current: u64,
-        new: u64,
-        success: Ordering,
-        failure: Ordering,
-    ) -> Result<u64, u64> {
-        self.compare_exchange_weak(current, new, success, failure)
-    }
+            #[inline(always)]
+            fn compare_exchange_weak(
+                &self,
+                current: u64,
+                new: u64,
+                success: std::sync::atomic::Ordering,
+                failure: std::sync::atomic::Ordering,
+            ) -> Result<u64, u64> {
+                self.compare_exchange_weak(current, new, success, failure)
+            }
+        }
+    };
 }
+#[cfg(all(test, loom))]
+pub(crate) use impl_word64;
+
+impl_word64!(std::sync::atomic::AtomicU64);
 
 /// The value cells of a ring: the cell for `position` is `position % capacity`.
 pub(crate) trait Cells<T> {
