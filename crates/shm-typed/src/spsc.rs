@@ -658,8 +658,8 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// `push_slice` writes must first be fetched back from the consumer's
     /// cache, one round trip per line; streaming stores skip that. On the
     /// 2-vCPU VM of the README, u64 in batches of 4096 across processes:
-    /// `push_slice` 2.2 G items/s near and 0.6 G/s far, this 1.4 G/s near and
-    /// 1.2-1.4 G/s far. Elsewhere than x86-64 this is `push_slice`.
+    /// `push_slice` 2.2-3.1 G items/s near and 0.5-0.6 G/s far, this 1.2-1.5 G/s
+    /// in both. Elsewhere than x86-64 (and under Miri) this is `push_slice`.
     pub fn push_slice_streaming(&mut self, values: &[T]) -> Result<usize, Corrupted> {
         self.push_slice_with(values, copy_streaming::<T>)
     }
@@ -678,9 +678,10 @@ impl<'a, T: Pod> Producer<'a, T> {
         let (first, second) = self.raw.runs(self.core.tail, count);
         // SAFETY: positions tail..tail+count are free (count <= free), unread by
         // the consumer until published, and written only by us; each run lies
-        // inside the slot array (runs() splits at its end), and `values` is
-        // ordinary memory that does not overlap the segment and holds `first +
-        // second` values.
+        // inside the slot array (runs() splits at its end). `values` holds
+        // `first + second` values and cannot overlap those slots: no reference
+        // to a free slot exists (read chunks end before their slots are
+        // released, and write chunks borrow this producer).
         unsafe {
             copy(values.as_ptr(), self.raw.slot(self.core.tail), first);
             copy(values.as_ptr().add(first), self.raw.slot(0), second);
