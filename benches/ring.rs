@@ -560,6 +560,9 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// Rounds of each interleaved measure.
+const ROUNDS: usize = 20;
+
 /// Rounds of raw RTT below this count as "near" vCPU placement: the two halves
 /// of the bimodal raw round trip this VM shows (about 110 ns and about 490 ns).
 const NEAR_NS: f64 = 250.0;
@@ -643,6 +646,23 @@ fn alternate(
     }
 }
 
+/// [`ROUNDS`] rounds of `subject` and `baseline` (each timing itself) in
+/// alternating order, each round tagged by a placement probe; records the
+/// subject's throughput relative to the baseline's (baseline time / subject time).
+fn throughput_ratios(
+    probe: &mut Probe,
+    subject: &mut dyn FnMut() -> Duration,
+    baseline: &mut dyn FnMut() -> Duration,
+) -> Rounds {
+    let mut ratios = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(round, subject, baseline);
+        ratios.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
+    }
+    ratios
+}
+
 /// The CPU a process last ran on, from `/proc/<pid>/stat` (field 39).
 fn cpu_of(pid: u32) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -651,7 +671,6 @@ fn cpu_of(pid: u32) -> Option<i64> {
 }
 
 fn interleaved() {
-    const ROUNDS: usize = 20;
     const ONE_BY_ONE: u64 = 2_000_000;
     let mut probe = Probe::new();
     println!(
@@ -717,38 +736,21 @@ fn interleaved() {
         split(&mut together)
     );
 
-    let mut to_rtrb = Rounds::default();
-    for round in 0..ROUNDS {
-        // A fresh ring (and peer) each round, as rtrb gets a fresh buffer: a
-        // 512 KiB slot array fills this CPU's 512 KiB L2, so how its physical
-        // pages fall on cache sets matters, and one ring for all rounds made
-        // whole runs fast or slow together (0.41x to 1.50x rtrb).
-        let mut single = RingSink::new(false);
-        single.peer.set_running(false);
-        let raw_ns = probe.raw_ns();
-        let (subject, base) = alternate(
-            round,
-            &mut || {
-                single.peer.set_running(true);
-                let took = single.push_one_by_one(ONE_BY_ONE);
-                single.peer.set_running(false);
-                took
-            },
-            &mut || rtrb_one_by_one(ONE_BY_ONE),
-        );
-        to_rtrb.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
-        single.peer.set_running(true);
-    }
-    let mut threads_to_rtrb = Rounds::default();
-    for round in 0..ROUNDS {
-        let raw_ns = probe.raw_ns();
-        let (subject, base) = alternate(
-            round,
-            &mut || spsc_threads_one_by_one(ONE_BY_ONE),
-            &mut || rtrb_one_by_one(ONE_BY_ONE),
-        );
-        threads_to_rtrb.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
-    }
+    // A fresh ring (and peer) each round, as rtrb gets a fresh buffer: a 512
+    // KiB slot array fills this CPU's 512 KiB L2, so how its physical pages
+    // fall on cache sets matters, and one ring for all rounds made whole runs
+    // fast or slow together (0.41x to 1.50x rtrb). The peer starts before the
+    // clock does (push_one_by_one times itself) and is killed after.
+    let to_rtrb = throughput_ratios(
+        &mut probe,
+        &mut || RingSink::new(false).push_one_by_one(ONE_BY_ONE),
+        &mut || rtrb_one_by_one(ONE_BY_ONE),
+    );
+    let threads_to_rtrb = throughput_ratios(
+        &mut probe,
+        &mut || spsc_threads_one_by_one(ONE_BY_ONE),
+        &mut || rtrb_one_by_one(ONE_BY_ONE),
+    );
     println!(
         "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {}; \
          SpscRing two threads {}",
@@ -758,21 +760,16 @@ fn interleaved() {
 
     let mut mpmc = MpmcSink::new();
     mpmc.peer.set_running(false);
-    let mut to_array_queue = Rounds::default();
-    for round in 0..ROUNDS {
-        let raw_ns = probe.raw_ns();
-        let (subject, base) = alternate(
-            round,
-            &mut || {
-                mpmc.peer.set_running(true);
-                let took = mpmc.push_one_by_one(ONE_BY_ONE);
-                mpmc.peer.set_running(false);
-                took
-            },
-            &mut || array_queue_one_by_one(ONE_BY_ONE),
-        );
-        to_array_queue.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
-    }
+    let to_array_queue = throughput_ratios(
+        &mut probe,
+        &mut || {
+            mpmc.peer.set_running(true);
+            let took = mpmc.push_one_by_one(ONE_BY_ONE);
+            mpmc.peer.set_running(false);
+            took
+        },
+        &mut || array_queue_one_by_one(ONE_BY_ONE),
+    );
     mpmc.peer.set_running(true);
     drop(mpmc);
     println!(
