@@ -10,10 +10,13 @@
 //!   against crossbeam's `ArrayQueue` with two threads.
 //!
 //! After the criterion groups, an interleaved section (`cargo bench --bench ring
-//! -- interleaved` runs it alone) measures subject and
+//! -- interleaved` runs it alone; `interleaved/<part>` one of its parts:
+//! spinning, blocking, one-by-one, mpmc, batch) measures subject and
 //! baseline alternately for several rounds and prints the median ratio: this
 //! VM's two vCPUs sit near or far apart as the host decides, and that can change
 //! between two criterion groups, but hardly within one round.
+//! `RING_BENCH_VERBOSE=1` prints each blocking round (ring and pipe round trip,
+//! and whether the two processes ended it on one CPU).
 
 use std::hint::spin_loop;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -670,14 +673,29 @@ fn cpu_of(pid: u32) -> Option<i64> {
     after_name.split_whitespace().nth(36)?.parse().ok()
 }
 
-fn interleaved() {
-    const ONE_BY_ONE: u64 = 2_000_000;
+/// Runs the interleaved parts `wanted` names (all when `None`).
+fn interleaved(wanted: Option<&str>) {
     let mut probe = Probe::new();
     println!(
         "interleaved: {ROUNDS} rounds each, medians; [near: .., far: ..] split the rounds by \
          the raw RTT probed just before each (near < {NEAR_NS} ns), with the round count"
     );
+    type Part = fn(&mut Probe);
+    let parts: [(&str, Part); 5] = [
+        ("spinning", interleaved_spinning),
+        ("blocking", interleaved_blocking),
+        ("one-by-one", interleaved_one_by_one),
+        ("mpmc", interleaved_mpmc),
+        ("batch", interleaved_batch),
+    ];
+    for (name, part) in parts {
+        if wanted.map_or(true, |wanted| wanted == name) {
+            part(&mut probe);
+        }
+    }
+}
 
+fn interleaved_spinning(_: &mut Probe) {
     let mut raw = RawPingPong::new();
     let mut spin = RingPingPong::new(false);
     let mut rtt = Rounds::default();
@@ -697,7 +715,9 @@ fn interleaved() {
         "interleaved: SpscRing spinning RTT / raw atomic RTT = {}",
         rtt.summary("x", 2)
     );
+}
 
+fn interleaved_blocking(_: &mut Probe) {
     let mut blocking = RingPingPong::new(true);
     let mut pipe = StreamPingPong::pipe();
     let mut socket = StreamPingPong::unix_socket();
@@ -715,6 +735,9 @@ fn interleaved() {
         pipe_ns.push(pipe_trip);
         socket_ns.push(per_trip(socket.round_trips(2_000)));
         if same_cpu { &mut together } else { &mut apart }.push(ring / pipe_trip);
+        if std::env::var_os("RING_BENCH_VERBOSE").is_some() {
+            eprintln!("round: ring {ring:.0} ns, pipe {pipe_trip:.0} ns, same CPU {same_cpu}");
+        }
     }
     drop((blocking, pipe, socket));
     let (ring_ns, pipe_ns, socket_ns) = (
@@ -735,19 +758,22 @@ fn interleaved() {
         split(&mut apart),
         split(&mut together)
     );
+}
 
+fn interleaved_one_by_one(probe: &mut Probe) {
+    const ONE_BY_ONE: u64 = 2_000_000;
     // A fresh ring (and peer) each round, as rtrb gets a fresh buffer: a 512
     // KiB slot array fills this CPU's 512 KiB L2, so how its physical pages
     // fall on cache sets matters, and one ring for all rounds made whole runs
     // fast or slow together (0.41x to 1.50x rtrb). The peer starts before the
     // clock does (push_one_by_one times itself) and is killed after.
     let to_rtrb = throughput_ratios(
-        &mut probe,
+        probe,
         &mut || RingSink::new(false).push_one_by_one(ONE_BY_ONE),
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
     let threads_to_rtrb = throughput_ratios(
-        &mut probe,
+        probe,
         &mut || spsc_threads_one_by_one(ONE_BY_ONE),
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
@@ -757,11 +783,14 @@ fn interleaved() {
         to_rtrb.summary("x", 2),
         threads_to_rtrb.summary("x", 2)
     );
+}
 
+fn interleaved_mpmc(probe: &mut Probe) {
+    const ONE_BY_ONE: u64 = 2_000_000;
     let mut mpmc = MpmcSink::new();
     mpmc.peer.set_running(false);
     let to_array_queue = throughput_ratios(
-        &mut probe,
+        probe,
         &mut || {
             mpmc.peer.set_running(true);
             let took = mpmc.push_one_by_one(ONE_BY_ONE);
@@ -777,7 +806,9 @@ fn interleaved() {
          two threads = {}",
         to_array_queue.summary("x", 2)
     );
+}
 
+fn interleaved_batch(probe: &mut Probe) {
     let mut batch = RingSink::new(true);
     let (mut rates, mut streaming_rates) = (Rounds::default(), Rounds::default());
     let rate = |took: Duration| 20_000_000.0 / took.as_secs_f64() / 1e6;
@@ -813,11 +844,20 @@ fn main() {
     throughput(&mut criterion);
     criterion.final_summary();
     // `cargo bench -- <filter>` runs only the matching criterion groups; the
-    // interleaved section runs when no filter is given or the filter says so.
-    let filtered = std::env::args()
+    // interleaved section runs when no filter is given or the filter says so
+    // (`interleaved` all of it, `interleaved/<part>` one part).
+    let filters: Vec<String> = std::env::args()
         .skip(1)
-        .any(|arg| !arg.starts_with('-') && arg != "interleaved");
-    if !filtered {
-        interleaved();
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    match filters.as_slice() {
+        [] => interleaved(None),
+        [only] if only == "interleaved" => interleaved(None),
+        [only] => {
+            if let Some(part) = only.strip_prefix("interleaved/") {
+                interleaved(Some(part));
+            }
+        }
+        _ => {}
     }
 }

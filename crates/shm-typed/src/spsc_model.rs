@@ -160,6 +160,41 @@ fn blocking_threads_pass_every_value_in_order() {
     });
 }
 
+/// Both sides pinned to one CPU: every wait has to give the CPU to the other
+/// side (the path where a wait yields at once because its peer ran on its CPU
+/// during its last wait). Ping-pong, so each value waits for the other side.
+#[test]
+#[cfg(not(miri))]
+fn blocking_ping_pong_on_one_cpu_passes_every_value() {
+    use rustix::thread::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+    let before = sched_getaffinity(None).unwrap();
+    let mut one_cpu = CpuSet::new();
+    one_cpu.set(sched_getcpu());
+    let pin = move || sched_setaffinity(None, &one_cpu).unwrap();
+    let (there, back) = (ring_in_heap(2), ring_in_heap(2));
+    let count = 20_000;
+    std::thread::scope(|scope| {
+        let (mut take, mut answer) = (there.consumer().unwrap(), back.producer().unwrap());
+        scope.spawn(move || {
+            pin();
+            for _ in 0..count {
+                let value = take.pop_blocking(Duration::from_secs(10)).unwrap().unwrap();
+                answer
+                    .push_blocking(value + 1, Duration::from_secs(10))
+                    .unwrap();
+            }
+        });
+        pin();
+        let (mut send, mut receive) = (there.producer().unwrap(), back.consumer().unwrap());
+        for value in 0..count {
+            send.push_blocking(value, Duration::from_secs(10)).unwrap();
+            let got = receive.pop_blocking(Duration::from_secs(10)).unwrap();
+            assert_eq!(got, Some(value + 1));
+        }
+    });
+    sched_setaffinity(None, &before).unwrap();
+}
+
 #[cfg(not(miri))]
 mod state_machine {
     use super::*;
