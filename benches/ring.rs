@@ -358,6 +358,76 @@ impl RingSink {
     }
 }
 
+/// Values pushed before the clock starts in every one-by-one throughput
+/// measurement: one lap of the 65536-slot rings, so that every slot page is
+/// mapped and touched on both sides before timing (rtrb's buffer comes from
+/// malloc, which hands back the previous round's pages already mapped; a fresh
+/// segment's pages fault on first touch).
+const WARM_UP: u64 = 1 << 16;
+
+/// One-by-one throughput between this thread and a consumer thread: `WARM_UP`
+/// values untimed, then `count` values timed, from the first push until the
+/// consumer has seen the last. `push` hands a value back when the queue is
+/// full. The consumer does per item what the peer process's sink does: one
+/// pop, one compare (with the end marker u64::MAX, never sent here), one
+/// count. Reading the value matters: a consumer that drops it lets the compiler
+/// drop the slot load, and then the slot lines never travel to its cache (that
+/// made rtrb look 1.2-2x faster than with the load). `push` and `pop` should
+/// own their handles: each is kept on cache lines of its own, and `pop` moves
+/// to the consumer thread (a consumer handle left on this thread's stack next
+/// to the producer's shares a cache line with it: that made rtrb 3-7x slower).
+fn threads_one_by_one(
+    count: u64,
+    push: impl FnMut(u64) -> Result<(), u64>,
+    pop: impl FnMut() -> Option<u64> + Send,
+) -> Duration {
+    /// Each side's state (the handle its closure owns) on lines of its own.
+    #[repr(align(128))]
+    struct Padded<T>(T);
+    let (mut push, mut pop) = (Padded(push), Padded(pop));
+    let warm = std::sync::atomic::AtomicBool::new(false);
+    let total = WARM_UP + count;
+    // One loop per side, with a single call of `push` or `pop`: called from
+    // two places, our pop closure was not inlined (rtrb's was), which cost
+    // ours a call and its state in memory on every item.
+    std::thread::scope(|scope| {
+        let warm = &warm;
+        // `pop` moves to the consumer thread: the consumer's state must not
+        // share a cache line with the producer's on this thread's stack.
+        let consumer = scope.spawn(move || {
+            let mut received = 0;
+            while received < total {
+                match (pop.0)() {
+                    Some(u64::MAX) => received = total,
+                    Some(_) => {
+                        received += 1;
+                        if received == WARM_UP {
+                            warm.store(true, Ordering::Release);
+                        }
+                    }
+                    None => spin_loop(),
+                }
+            }
+        });
+        let mut started = Instant::now();
+        for value in 0..total {
+            if value == WARM_UP {
+                while !warm.load(Ordering::Acquire) {
+                    spin_loop();
+                }
+                started = Instant::now();
+            }
+            let mut pending = value;
+            while let Err(back) = (push.0)(pending) {
+                pending = back;
+                spin_loop();
+            }
+        }
+        consumer.join().unwrap();
+        started.elapsed()
+    })
+}
+
 /// SpscRing with producer and consumer threads in this process (heap region).
 fn spsc_threads_one_by_one(count: u64) -> Duration {
     let ring = SpscRing::<u64>::create_in(
@@ -365,29 +435,16 @@ fn spsc_threads_one_by_one(count: u64) -> Duration {
         1 << 16,
     )
     .unwrap();
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        let mut consumer = ring.consumer().unwrap();
-        scope.spawn(move || {
-            let mut received = 0;
-            while received < count {
-                if consumer.pop().unwrap().is_some() {
-                    received += 1;
-                } else {
-                    spin_loop();
-                }
-            }
-        });
-        let mut producer = ring.producer().unwrap();
-        for value in 0..count {
-            let mut pending = value;
-            while let Err(PushError::Full(back)) = producer.push(pending) {
-                pending = back;
-                spin_loop();
-            }
-        }
-    });
-    started.elapsed()
+    let (mut producer, mut consumer) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    threads_one_by_one(
+        count,
+        move |value| match producer.push(value) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(back)) => Err(back),
+            Err(other) => panic!("{other}"),
+        },
+        move || consumer.pop().unwrap(),
+    )
 }
 
 /// An MpmcRing to a counting peer process (used with one producer and one
@@ -444,52 +501,21 @@ impl MpmcSink {
 /// crossbeam's ArrayQueue with a producer and a consumer thread in this process.
 fn array_queue_one_by_one(count: u64) -> Duration {
     let queue = crossbeam_queue::ArrayQueue::<u64>::new(1 << 16);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut received = 0;
-            while received < count {
-                if queue.pop().is_some() {
-                    received += 1;
-                } else {
-                    spin_loop();
-                }
-            }
-        });
-        for value in 0..count {
-            let mut pending = value;
-            while let Err(back) = queue.push(pending) {
-                pending = back;
-                spin_loop();
-            }
-        }
-    });
-    started.elapsed()
+    threads_one_by_one(count, |value| queue.push(value), || queue.pop())
 }
 
 /// rtrb with producer and consumer threads in this process.
 fn rtrb_one_by_one(count: u64) -> Duration {
     let (mut producer, mut consumer) = rtrb::RingBuffer::<u64>::new(1 << 16);
-    let started = Instant::now();
-    let consuming = std::thread::spawn(move || {
-        let mut received = 0;
-        while received < count {
-            if consumer.pop().is_ok() {
-                received += 1;
-            } else {
-                spin_loop();
-            }
-        }
-    });
-    for value in 0..count {
-        let mut pending = value;
-        while let Err(rtrb::PushError::Full(back)) = producer.push(pending) {
-            pending = back;
-            spin_loop();
-        }
-    }
-    consuming.join().unwrap();
-    started.elapsed()
+    threads_one_by_one(
+        count,
+        move |value| {
+            producer
+                .push(value)
+                .map_err(|rtrb::PushError::Full(back)| back)
+        },
+        move || consumer.pop().ok(),
+    )
 }
 
 fn round_trip(c: &mut Criterion) {
@@ -661,6 +687,13 @@ fn throughput_ratios(
     for round in 0..ROUNDS {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(round, subject, baseline);
+        if std::env::var_os("RING_BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "round: raw RTT {raw_ns:.0} ns, subject {:.2} ms, baseline {:.2} ms",
+                subject.as_secs_f64() * 1e3,
+                base.as_secs_f64() * 1e3
+            );
+        }
         ratios.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
     }
     ratios
@@ -769,7 +802,11 @@ fn interleaved_one_by_one(probe: &mut Probe) {
     // clock does (push_one_by_one times itself) and is killed after.
     let to_rtrb = throughput_ratios(
         probe,
-        &mut || RingSink::new(false).push_one_by_one(ONE_BY_ONE),
+        &mut || {
+            let mut sink = RingSink::new(false);
+            sink.push_one_by_one(WARM_UP);
+            sink.push_one_by_one(ONE_BY_ONE)
+        },
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
     let threads_to_rtrb = throughput_ratios(
@@ -788,6 +825,7 @@ fn interleaved_one_by_one(probe: &mut Probe) {
 fn interleaved_mpmc(probe: &mut Probe) {
     const ONE_BY_ONE: u64 = 2_000_000;
     let mut mpmc = MpmcSink::new();
+    mpmc.push_one_by_one(WARM_UP);
     mpmc.peer.set_running(false);
     let to_array_queue = throughput_ratios(
         probe,
