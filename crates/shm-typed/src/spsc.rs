@@ -198,7 +198,11 @@ impl<T> Raw<T> {
     #[inline(always)]
     fn prefetch_ahead(&self, position: u64) {
         let size = std::mem::size_of::<T>();
-        if (self.slot(position) as usize) % 64 < size {
+        // The slot array starts 128-aligned (the region is page-aligned), so
+        // the slot's offset within the array says where it falls in its line;
+        // for a power-of-two size this folds to a mask test.
+        let index = (position & (self.capacity - 1)) as usize;
+        if index.wrapping_mul(size) % 64 < size {
             let ahead = (PREFETCH_AHEAD / size).max(1) as u64;
             sys::prefetch_write(self.slot(position.wrapping_add(ahead)).cast());
         }
