@@ -11,7 +11,7 @@
 //!
 //! After the criterion groups, an interleaved section (`cargo bench --bench ring
 //! -- interleaved` runs it alone; `interleaved/<part>` one of its parts:
-//! spinning, blocking, one-by-one, mpmc, batch) measures subject and
+//! spinning, blocking, wake-ups, one-by-one, mpmc, batch) measures subject and
 //! baseline alternately for several rounds and prints the median ratio: this
 //! VM's two vCPUs sit near or far apart as the host decides, and that can change
 //! between two criterion groups, but hardly within one round.
@@ -201,6 +201,33 @@ impl RingPingPong {
             peer,
             blocking,
         }
+    }
+
+    /// Blocking round trips, each pushed 17-25 us (pseudo-random) after the
+    /// previous one came back: about when the peer, waiting for it, stops
+    /// spinning (20 us) and announces that it sleeps. That is where a wake-up
+    /// can be missed. Returns each round trip's time.
+    fn late_round_trips(&mut self, iters: u64) -> Vec<Duration> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..iters)
+            .map(|value| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let pause = Duration::from_nanos(17_000 + state % 8_000);
+                let paused = Instant::now();
+                while paused.elapsed() < pause {
+                    spin_loop();
+                }
+                let started = Instant::now();
+                self.producer
+                    .push_blocking(value, Duration::from_secs(10))
+                    .unwrap();
+                let got = self.consumer.pop_blocking(Duration::from_secs(10)).unwrap();
+                assert_eq!(got, Some(value));
+                started.elapsed()
+            })
+            .collect()
     }
 
     fn round_trips(&mut self, iters: u64) -> Duration {
@@ -714,9 +741,10 @@ fn interleaved(wanted: Option<&str>) {
          the raw RTT probed just before each (near < {NEAR_NS} ns), with the round count"
     );
     type Part = fn(&mut Probe);
-    let parts: [(&str, Part); 5] = [
+    let parts: [(&str, Part); 6] = [
         ("spinning", interleaved_spinning),
         ("blocking", interleaved_blocking),
+        ("wake-ups", late_wake_ups),
         ("one-by-one", interleaved_one_by_one),
         ("mpmc", interleaved_mpmc),
         ("batch", interleaved_batch),
@@ -790,6 +818,40 @@ fn interleaved_blocking(_: &mut Probe) {
         ring_ns / socket_ns,
         split(&mut apart),
         split(&mut together)
+    );
+}
+
+/// Blocking round trips timed to race the peer's sleep announcement: a missed
+/// wake-up shows as a round trip as long as a nap (1 ms or 100 ms, see
+/// `blocking::fence_wakers` in shm-typed). Not a ratio: the count in each
+/// latency band.
+fn late_wake_ups(_: &mut Probe) {
+    const TRIPS: u64 = 50_000;
+    let mut ring = RingPingPong::new(true);
+    let times = ring.late_round_trips(TRIPS);
+    drop(ring);
+    let bands = [
+        ("< 50 us", Duration::from_micros(50)),
+        ("50-200 us", Duration::from_micros(200)),
+        ("0.2-0.8 ms", Duration::from_micros(800)),
+        ("0.8-10 ms", Duration::from_millis(10)),
+        ("10-90 ms", Duration::from_millis(90)),
+        (">= 90 ms", Duration::MAX),
+    ];
+    let mut counts = [0usize; 6];
+    for took in &times {
+        counts[bands.iter().position(|(_, below)| took < below).unwrap()] += 1;
+    }
+    let listed: Vec<String> = bands
+        .iter()
+        .zip(counts)
+        .map(|((name, _), count)| format!("{name}: {count}"))
+        .collect();
+    println!(
+        "interleaved: SpscRing blocking round trips pushed as the peer starts to sleep, two \
+         processes, {TRIPS}: {}; longest {:?}",
+        listed.join(", "),
+        times.iter().max().unwrap()
     );
 }
 

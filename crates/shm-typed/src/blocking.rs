@@ -4,7 +4,58 @@
 use std::cell::Cell;
 use std::hint::spin_loop;
 use std::ops::ControlFlow;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// The longest nap when a missed wake-up is ruled out ([`fence_wakers`]): then
+/// a nap only bounds what a peer that died mid-wake, or wrote nonsense into the
+/// sleep words, can cost, and a short one would only burn CPU (an idle waiter
+/// wakes 10 times a second instead of 1000).
+pub(crate) const LONG_NAP: Duration = Duration::from_millis(100);
+
+/// The longest nap when a wake-up can be missed: a waker's store of its index
+/// and its load of our sleep flag are a store followed by a load, which x86
+/// (and every weaker CPU) may reorder unless the waker pays a full fence on
+/// every push or pop. Without [`fence_wakers`], a round trip that raced a
+/// sleep announcement stalled for a whole nap about twice in 10,000 (measured
+/// with the push timed to land as the waiter gave up spinning).
+pub(crate) const SHORT_NAP: Duration = Duration::from_millis(1);
+
+/// Called by every handle that may wake a sleeper (it pushes or pops), before
+/// its first operation. Registers the process for the barriers
+/// [`fence_wakers`] sends; a process the kernel does not register sets the
+/// segment's sticky `unfenced` word, and a full fence publishes that before
+/// any push or pop of ours can matter to a sleeper.
+pub(crate) fn join_as_waker(unfenced: &AtomicU32) {
+    if !sys::register_for_barriers() {
+        unfenced.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Called by a waiter between announcing its sleep (a SeqCst store and fence)
+/// and re-checking whether it must sleep; returns how long it may then sleep.
+///
+/// The handshake is Dekker's: the waker publishes (store) then reads the sleep
+/// flag (load); the waiter sets the flag (store) then re-checks the index
+/// (load). The waiter's fence orders its side; the waker's side has no fence,
+/// so its load may pass its store, and then neither sees the other's store:
+/// the waiter sleeps through a value that has arrived. `membarrier` closes
+/// that: it runs a full barrier on every CPU running a registered waker before
+/// it returns. A waker whose flag load came after that barrier sees our flag
+/// and wakes us; one whose load came before it had its store (earlier in its
+/// program order) drain before it too, so our re-check sees the value. So when
+/// the barrier succeeds and no process in the segment went unregistered, a
+/// wake-up cannot be missed, and the nap can be long.
+pub(crate) fn fence_wakers(unfenced: &AtomicU32) -> Duration {
+    if sys::barrier_on_registered() && unfenced.load(Ordering::Relaxed) == 0 {
+        LONG_NAP
+    } else {
+        SHORT_NAP
+    }
+}
 
 /// How long a blocking operation spins before it sleeps. Measured in time, not
 /// iterations: a pause instruction costs from a few to over a hundred cycles
@@ -137,6 +188,26 @@ mod tests {
         assert!(started.elapsed() >= timeout);
         assert!(attempts > 2 && naps > 0, "{attempts} attempts, {naps} naps");
         assert!(!PEER_SHARES_CPU.get());
+    }
+
+    /// Where the kernel registers us (Linux 4.16+, no seccomp filter in the
+    /// way), naps are long; once any waker of the segment could not register,
+    /// they are short for good.
+    #[test]
+    #[cfg(not(miri))]
+    fn naps_are_long_only_while_every_waker_is_registered() {
+        let unfenced = AtomicU32::new(0);
+        join_as_waker(&unfenced);
+        let registered = sys::register_for_barriers();
+        assert_eq!(unfenced.load(Ordering::Relaxed), u32::from(!registered));
+        let expected = if registered && sys::barrier_on_registered() {
+            LONG_NAP
+        } else {
+            SHORT_NAP
+        };
+        assert_eq!(fence_wakers(&unfenced), expected);
+        unfenced.store(1, Ordering::Relaxed);
+        assert_eq!(fence_wakers(&unfenced), SHORT_NAP);
     }
 
     #[test]

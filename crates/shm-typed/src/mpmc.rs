@@ -12,7 +12,7 @@ use bytemuck::Pod;
 use shm_sys::Mode;
 
 use crate::backend::{create_segment, open_segment, remove_backend, Backend};
-use crate::blocking::retry;
+use crate::blocking::{self, retry};
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
 use crate::protocol::{self, Cells, Pop, Push, SequencedCells};
@@ -31,13 +31,15 @@ const CONSUMER_EPOCH: usize = CONTROL + 256;
 const CONSUMER_SLEEPERS: usize = CONTROL + 260;
 const PRODUCER_EPOCH: usize = CONTROL + 264;
 const PRODUCER_SLEEPERS: usize = CONTROL + 268;
+/// Sticky: a process whose ring value could not register for `membarrier`
+/// used the ring, so a wake-up can be missed and naps stay short (see
+/// [`blocking::fence_wakers`]).
+const UNFENCED: usize = CONTROL + 272;
 /// The slots: each a u64 sequence number, then the value.
 const SLOTS: usize = CONTROL + 384;
 /// Offset of the value inside a slot, for values aligned to at most 16.
 const VALUE_OFFSET: usize = 16;
 
-/// The longest sleep before looking again (bounds the cost of a missed wake).
-const NAP: Duration = Duration::from_millis(1);
 /// Failed claims in a row (other parties won each time) before a call gives up
 /// and reports the ring as corrupted: real contention never gets near this, a
 /// peer writing nonsense into the positions can.
@@ -58,7 +60,7 @@ const MAX_RETRIES: u32 = 1 << 20;
 /// |---:|---|
 /// | 384 | enqueue position (u64) |
 /// | 512 | dequeue position (u64) |
-/// | 640 | futex words: consumer epoch, consumer sleepers, producer epoch, producer sleepers (u32 each) |
+/// | 640 | futex words: consumer epoch, consumer sleepers, producer epoch, producer sleepers (u32 each); "a waker could not register for membarrier" (u32, sticky) |
 /// | 768 | slots: sequence (u64), 8 reserved bytes, the value; each slot padded to a multiple of 16 |
 ///
 /// # A process that dies mid-operation
@@ -230,7 +232,7 @@ impl<T: Pod> MpmcRing<T> {
 
     /// The region has been checked to hold the control lines and all slots.
     fn from_parts(region: Region, backend: Backend, location: Location, capacity: u64) -> Self {
-        MpmcRing {
+        let ring = MpmcRing {
             base: NonNull::new(region.as_ptr()).expect("regions are non-null"),
             capacity,
             stride: Self::stride(),
@@ -238,7 +240,9 @@ impl<T: Pod> MpmcRing<T> {
             backend,
             location,
             _type: PhantomData,
-        }
+        };
+        blocking::join_as_waker(ring.word32(UNFENCED));
+        ring
     }
 
     fn word32(&self, offset: usize) -> &AtomicU32 {
@@ -321,14 +325,17 @@ impl<T: Pod> MpmcRing<T> {
         }
     }
 
-    /// Sleeps on `epoch` unless `ready()`, at most [`NAP`] and not past `deadline`.
+    /// Sleeps on `epoch` unless `ready()`, not past `deadline` and at most a nap
+    /// ([`blocking::fence_wakers`] says how long).
     fn nap(&self, epoch: usize, sleepers: usize, deadline: Instant, ready: impl Fn() -> bool) {
         let word = self.word32(epoch);
         let seen = word.load(Ordering::Acquire);
+        // A locked read-modify-write: a full fence on our side of the handshake.
         self.word32(sleepers).fetch_add(1, Ordering::SeqCst);
+        let nap = blocking::fence_wakers(self.word32(UNFENCED));
         if !ready() {
             let left = deadline.saturating_duration_since(Instant::now());
-            sys::futex_wait(word, seen, left.min(NAP));
+            sys::futex_wait(word, seen, left.min(nap));
         }
         self.word32(sleepers).fetch_sub(1, Ordering::SeqCst);
     }

@@ -12,7 +12,7 @@ use bytemuck::Pod;
 use shm_sys::Mode;
 
 use crate::backend::{create_segment, open_segment, remove_backend, Backend};
-use crate::blocking::retry;
+use crate::blocking::{self, retry};
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
 use crate::protocol::{self, Cells, Impossible, Pop, Push};
@@ -30,6 +30,10 @@ const HEAD: usize = CONTROL + 128;
 /// anyway measured slower (round trip 1.4x the raw floor instead of 1.1x).
 const PRODUCER_SLEEPING: usize = CONTROL + 256;
 const CONSUMER_SLEEPING: usize = CONTROL + 260;
+/// Sticky: a process whose handle could not register for `membarrier` used the
+/// ring, so a wake-up can be missed and naps stay short (see
+/// [`blocking::fence_wakers`]).
+const UNFENCED: usize = CONTROL + 264;
 /// Claim line: who holds the producer and the consumer handle.
 const PRODUCER_CLAIM_PID: usize = CONTROL + 384;
 const CONSUMER_CLAIM_PID: usize = CONTROL + 388;
@@ -37,11 +41,6 @@ const PRODUCER_CLAIM_START: usize = CONTROL + 392;
 const CONSUMER_CLAIM_START: usize = CONTROL + 400;
 /// The slots, `capacity * size_of::<T>()` bytes.
 const SLOTS: usize = CONTROL + 512;
-
-/// The longest a blocked side sleeps before it looks again. A wake-up can be
-/// missed in a narrow window (the waker checks the sleep flag without a full
-/// fence, to keep the fast path free of one), and this bounds what that costs.
-const NAP: Duration = Duration::from_millis(1);
 
 /// How far ahead of the slot it just filled a one-by-one `push` asks for the
 /// next lines (PREFETCHW, once per cache line). With the consumer on a distant
@@ -228,7 +227,7 @@ impl<T> Raw<T> {
 /// |---:|---|
 /// | 384 | `tail`: u64 position of the next write; written only by the producer |
 /// | 512 | `head`: u64 position of the next read; written only by the consumer |
-/// | 640 | futex words: producer sleeping (u32), consumer sleeping (u32) |
+/// | 640 | futex words: producer sleeping (u32), consumer sleeping (u32); "a waker could not register for membarrier" (u32, sticky) |
 /// | 768 | claims: producer pid (u32), consumer pid (u32), their start times (u64 each) |
 /// | 896 | the slots: position `p` lives in slot `p % capacity` |
 ///
@@ -490,6 +489,7 @@ impl<T: Pod> SpscRing<T> {
     /// [`Error::Corrupted`] if the indices are impossible.
     pub fn producer(&self) -> Result<Producer<'_, T>> {
         self.claim("producer", PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START)?;
+        blocking::join_as_waker(self.raw.word32(UNFENCED));
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
@@ -515,6 +515,7 @@ impl<T: Pod> SpscRing<T> {
     /// As [`producer`](SpscRing::producer).
     pub fn consumer(&self) -> Result<Consumer<'_, T>> {
         self.claim("consumer", CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START)?;
+        blocking::join_as_waker(self.raw.word32(UNFENCED));
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
@@ -548,16 +549,18 @@ impl<T: Pod> SpscRing<T> {
     }
 
     /// Announces that we sleep on `offset`, then sleeps unless `ready` says the
-    /// wait is over; at most [`NAP`], and never past `deadline`.
+    /// wait is over; never past `deadline`, and at most a nap
+    /// ([`blocking::fence_wakers`] says how long).
     fn nap(&self, offset: usize, deadline: Instant, ready: impl Fn() -> bool) {
         let word = self.raw.word32(offset);
         word.store(1, Ordering::SeqCst);
-        // The full fence orders our announcement before the re-check, so a peer
-        // that changed its index before reading the flag is seen here.
+        // The full fence orders our announcement before the re-check; the
+        // barrier orders the peer's side (see fence_wakers).
         fence(Ordering::SeqCst);
+        let nap = blocking::fence_wakers(self.raw.word32(UNFENCED));
         if !ready() {
             let left = deadline.saturating_duration_since(Instant::now());
-            sys::futex_wait(word, 1, left.min(NAP));
+            sys::futex_wait(word, 1, left.min(nap));
         }
         word.store(0, Ordering::Relaxed);
     }

@@ -288,6 +288,45 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     );
 }
 
+/// Registers this process to receive `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`
+/// barriers (Linux 4.16+), once per process: again in a forked child, whose pid
+/// differs (exec starts over anyway). False if the kernel refuses (too old, or
+/// a seccomp filter): then [`barrier_on_registered`] does not reach this
+/// process.
+pub(crate) fn register_for_barriers() -> bool {
+    #[cfg(not(miri))]
+    {
+        use std::sync::atomic::Ordering;
+        static REGISTERED: AtomicU32 = AtomicU32::new(0);
+        let pid = current_pid();
+        if REGISTERED.load(Ordering::Relaxed) == pid {
+            return true;
+        }
+        let done =
+            rustix::thread::membarrier(rustix::thread::MembarrierCommand::RegisterGlobalExpedited)
+                .is_ok();
+        if done {
+            REGISTERED.store(pid, Ordering::Relaxed);
+        }
+        done
+    }
+    #[cfg(miri)]
+    false
+}
+
+/// Makes every thread of every registered process that is running right now
+/// execute a full memory barrier before this returns (one IPI per CPU running
+/// such a thread; threads not running have passed one in their context
+/// switch). False if the kernel refuses.
+pub(crate) fn barrier_on_registered() -> bool {
+    #[cfg(not(miri))]
+    {
+        rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok()
+    }
+    #[cfg(miri)]
+    false
+}
+
 /// Wakes up to `count` waiters sleeping on `word`, in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, count: u32) {
     let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), count);
