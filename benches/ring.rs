@@ -784,6 +784,7 @@ fn interleaved_blocking(_: &mut Probe) {
     let mut socket = StreamPingPong::unix_socket();
     let (mut ring_ns, mut pipe_ns, mut socket_ns) = (Vec::new(), Vec::new(), Vec::new());
     let (mut apart, mut together) = (Vec::new(), Vec::new());
+    let (mut to_pipe, mut to_socket) = (Vec::new(), Vec::new());
     let per_trip = |took: Duration| took.as_nanos() as f64 / 2_000.0;
     for _ in 0..ROUNDS {
         let ring = per_trip(blocking.round_trips(2_000));
@@ -792,9 +793,12 @@ fn interleaved_blocking(_: &mut Probe) {
         // round trip costs two context switches, as a pipe's does.
         let same_cpu = cpu_of(std::process::id()) == cpu_of(blocking.peer.child.id());
         let pipe_trip = per_trip(pipe.round_trips(2_000));
+        let socket_trip = per_trip(socket.round_trips(2_000));
         ring_ns.push(ring);
         pipe_ns.push(pipe_trip);
-        socket_ns.push(per_trip(socket.round_trips(2_000)));
+        socket_ns.push(socket_trip);
+        to_pipe.push(ring / pipe_trip);
+        to_socket.push(ring / socket_trip);
         if same_cpu { &mut together } else { &mut apart }.push(ring / pipe_trip);
         if std::env::var_os("RING_BENCH_VERBOSE").is_some() {
             eprintln!("round: ring {ring:.0} ns, pipe {pipe_trip:.0} ns, same CPU {same_cpu}");
@@ -812,10 +816,10 @@ fn interleaved_blocking(_: &mut Probe) {
     };
     println!(
         "interleaved: RTT: SpscRing blocking {ring_ns:.0} ns, pipe {pipe_ns:.0} ns, Unix socket \
-         {socket_ns:.0} ns; ring/pipe = {:.2}x, ring/socket = {:.2}x; ring/pipe per round with \
-         the processes on two CPUs {}, on one CPU {}",
-        ring_ns / pipe_ns,
-        ring_ns / socket_ns,
+         {socket_ns:.0} ns; per round, ring/pipe = {:.2}x, ring/socket = {:.2}x; ring/pipe for \
+         rounds with the processes on two CPUs {}, on one CPU {}",
+        median(&mut to_pipe),
+        median(&mut to_socket),
         split(&mut apart),
         split(&mut together)
     );
