@@ -619,9 +619,19 @@ fn median(values: &mut [f64]) -> f64 {
 /// Rounds of each interleaved measure.
 const ROUNDS: usize = 20;
 
+/// Rounds of each one-by-one throughput comparison: a round takes only tens of
+/// ms, and these ratios swing most with the placement, so more rounds are
+/// needed for each placement's median to settle.
+const THROUGHPUT_ROUNDS: usize = 60;
+
 /// Rounds of raw RTT below this count as "near" vCPU placement: the two halves
 /// of the bimodal raw round trip this VM shows (about 110 ns and about 490 ns).
 const NEAR_NS: f64 = 250.0;
+
+/// Near rounds with a raw RTT below this are "close": a third placement seen
+/// on this VM (about 55 ns; the two vCPUs probably share a core, so the
+/// sides compete for its execution units rather than wait for cache lines).
+const CLOSE_NS: f64 = 80.0;
 
 /// Results of interleaved rounds, each tagged with the raw round trip measured
 /// just before it, so that rounds under near and far vCPU placement can be
@@ -637,11 +647,11 @@ impl Rounds {
     }
 
     fn summary(&self, unit: &str, precision: usize) -> String {
-        let pick = |near: Option<bool>| {
+        let pick = |from: f64, below: f64| {
             let mut values: Vec<f64> = self
                 .values
                 .iter()
-                .filter(|(raw, _)| near.map_or(true, |near| (*raw < NEAR_NS) == near))
+                .filter(|(raw, _)| (from..below).contains(raw))
                 .map(|&(_, value)| value)
                 .collect();
             match values.len() {
@@ -649,11 +659,12 @@ impl Rounds {
                 count => format!("{:.precision$}{unit} ({count})", median(&mut values)),
             }
         };
+        let near = pick(0.0, NEAR_NS);
         format!(
-            "{} [near: {}, far: {}]",
-            pick(None),
-            pick(Some(true)),
-            pick(Some(false))
+            "{} [near: {near}, of which close: {}; far: {}]",
+            pick(0.0, f64::INFINITY),
+            pick(0.0, CLOSE_NS),
+            pick(NEAR_NS, f64::INFINITY)
         )
     }
 }
@@ -702,7 +713,7 @@ fn alternate(
     }
 }
 
-/// [`ROUNDS`] rounds of `subject` and `baseline` (each timing itself) in
+/// [`THROUGHPUT_ROUNDS`] rounds of `subject` and `baseline` (each timing itself) in
 /// alternating order, each round tagged by a placement probe; records the
 /// subject's throughput relative to the baseline's (baseline time / subject time).
 fn throughput_ratios(
@@ -711,7 +722,7 @@ fn throughput_ratios(
     baseline: &mut dyn FnMut() -> Duration,
 ) -> Rounds {
     let mut ratios = Rounds::default();
-    for round in 0..ROUNDS {
+    for round in 0..THROUGHPUT_ROUNDS {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(round, subject, baseline);
         if std::env::var_os("RING_BENCH_VERBOSE").is_some() {
@@ -737,8 +748,9 @@ fn cpu_of(pid: u32) -> Option<i64> {
 fn interleaved(wanted: Option<&str>) {
     let mut probe = Probe::new();
     println!(
-        "interleaved: {ROUNDS} rounds each, medians; [near: .., far: ..] split the rounds by \
-         the raw RTT probed just before each (near < {NEAR_NS} ns), with the round count"
+        "interleaved: {ROUNDS} rounds each ({THROUGHPUT_ROUNDS} for one-by-one throughput), medians; [near: .., far: ..] split the rounds by \
+         the raw RTT probed just before each (near < {NEAR_NS} ns, close < {CLOSE_NS} ns), with \
+         the round count"
     );
     type Part = fn(&mut Probe);
     let parts: [(&str, Part); 6] = [
