@@ -1,5 +1,6 @@
-//! The waiting strategy every blocking ring call shares: try, spin a little,
-//! then sleep in short naps until the deadline.
+//! The waiting strategy every blocking ring call shares: try, spin a little
+//! (or yield, when the peer shares our CPU), then sleep in naps until the
+//! deadline; and the fence that keeps a sleeper from missing its wake-up.
 
 use std::cell::Cell;
 use std::hint::spin_loop;
@@ -18,9 +19,9 @@ pub(crate) const LONG_NAP: Duration = Duration::from_millis(100);
 /// The longest nap when a wake-up can be missed: a waker's store of its index
 /// and its load of our sleep flag are a store followed by a load, which x86
 /// (and every weaker CPU) may reorder unless the waker pays a full fence on
-/// every push or pop. Without [`fence_wakers`], a round trip that raced a
-/// sleep announcement stalled for a whole nap about twice in 10,000 (measured
-/// with the push timed to land as the waiter gave up spinning).
+/// every push or pop. Without [`fence_wakers`], 1 to 6 in 50,000 round trips
+/// stalled for a whole nap when each push was timed to land as the waiter gave
+/// up spinning (the ring bench's `interleaved/wake-ups`); with it, none.
 pub(crate) const SHORT_NAP: Duration = Duration::from_millis(1);
 
 /// Called by every handle that may wake a sleeper (it pushes or pops), before
@@ -74,8 +75,8 @@ pub(crate) const SPIN_TIME: Duration = Duration::from_micros(20);
 ///
 /// A thread whose last wait ended right after a yield that let another task
 /// run (see [`PEER_RAN`]) yields at once on its next wait: pinned to one CPU, a
-/// blocking ping-pong then takes 3.9 us a round trip instead of 8.7 us (a pipe
-/// takes 7.8 us there).
+/// blocking ping-pong then takes 4.3-5.2 us a round trip instead of 8.7 us (a
+/// pipe takes 7-9 us there).
 pub(crate) const YIELD_AFTER: Duration = Duration::from_micros(2);
 
 /// A `sched_yield` that takes this long let another task run on our CPU before
