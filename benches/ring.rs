@@ -398,8 +398,8 @@ const WARM_UP: u64 = 1 << 16;
 /// full. The consumer does per item what the peer process's sink does: one
 /// pop, one compare (with the end marker u64::MAX, never sent here), one
 /// count. Reading the value matters: a consumer that drops it lets the compiler
-/// drop the slot load, and then the slot lines never travel to its cache (that
-/// made rtrb look 1.2-2x faster than with the load). `push` and `pop` should
+/// drop the slot load, and then the slot lines never travel to its cache (so
+/// it did in rtrb's consumer loop: checked in the machine code). `push` and `pop` should
 /// own their handles: each is kept on cache lines of its own, and `pop` moves
 /// to the consumer thread (a consumer handle left on this thread's stack next
 /// to the producer's shares a cache line with it: that made rtrb 3-7x slower).
