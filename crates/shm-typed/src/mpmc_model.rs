@@ -1,7 +1,6 @@
 //! `MpmcRing` against a `VecDeque` model (proptest-state-machine, heap region),
 //! and threads checking exactly-once delivery.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::mpmc::MpmcRing;
@@ -82,6 +81,7 @@ mod state_machine {
     use super::*;
     use proptest::prelude::*;
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+    use std::collections::VecDeque;
 
     #[derive(Clone, Debug)]
     enum Op {

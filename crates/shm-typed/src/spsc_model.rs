@@ -2,10 +2,9 @@
 //! heap region, plus unit tests of its validation. No OS needed (Miri runs the
 //! unit tests; the state machine is skipped under Miri for time).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::spsc::{Consumer, Producer, PushError, SpscRing};
+use crate::spsc::{PushError, SpscRing};
 use crate::{Error, Region};
 
 fn ring_in_heap(capacity: u64) -> SpscRing<u64> {
@@ -198,8 +197,10 @@ fn blocking_ping_pong_on_one_cpu_passes_every_value() {
 #[cfg(not(miri))]
 mod state_machine {
     use super::*;
+    use crate::spsc::{Consumer, Producer};
     use proptest::prelude::*;
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
+    use std::collections::VecDeque;
 
     #[derive(Clone, Debug)]
     enum Op {
