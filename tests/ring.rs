@@ -1,6 +1,6 @@
-//! `SpscRing` across processes: a 100-million-item sequence-checked stream, a
-//! consumer killed with SIGKILL and replaced, and a peer scribbling on the
-//! indices and claims. Every segment is removed by a guard, also on panic.
+//! `SpscRing` across processes: a 100-million-item sequence-checked stream,
+//! blocking round trips racing the peer's sleep, a consumer killed with SIGKILL
+//! and replaced, and a peer scribbling on the indices and claims. Every segment is removed by a guard, also on panic.
 
 mod support;
 
@@ -64,6 +64,46 @@ fn one_hundred_million_u64_cross_processes_in_order_with_nothing_lost() {
         "100M u64 in {took:?}: {:.0} M items/s (debug build)",
         count as f64 / took.as_secs_f64() / 1e6
     );
+}
+
+/// Blocking ping-pong with a peer process, each value pushed 17-25 us after the
+/// last came back: about when the peer, waiting, stops spinning and announces
+/// that it sleeps, so the push races the announcement (the sleep/wake
+/// handshake, with its membarrier, in crates/shm-typed/src/blocking.rs). Every
+/// value must come back, in order, with no error and no call timing out. (How
+/// long the round trips take is the ring bench's `interleaved/wake-ups`: this
+/// test asserts no time.)
+#[test]
+fn blocking_pushes_racing_the_peers_sleep_all_come_back_in_order() {
+    let trips = 5_000u64;
+    let (there, _there_guard, there_id) = private_ring(64);
+    let (back, _back_guard, back_id) = private_ring(64);
+    let mut peer = Peer::start(&[
+        "spsc-echo",
+        &there_id.to_string(),
+        &back_id.to_string(),
+        "64",
+        "blocking",
+    ]);
+    peer.expect_line("ready");
+    let (mut producer, mut consumer) = (there.producer().unwrap(), back.consumer().unwrap());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for value in (0..trips).chain([u64::MAX]) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let pause = Duration::from_nanos(17_000 + state % 8_000);
+        let paused = Instant::now();
+        while paused.elapsed() < pause {
+            std::hint::spin_loop();
+        }
+        producer
+            .push_blocking(value, Duration::from_secs(30))
+            .expect("push");
+        let got = consumer.pop_blocking(Duration::from_secs(30)).expect("pop");
+        assert_eq!(got, Some(value), "the echo of {value}");
+    }
+    peer.wait_success();
 }
 
 #[test]
