@@ -32,6 +32,10 @@ use shm_sys::sysv::Segment;
 use shm_sys::Mapping;
 use shm_typed::{Consumer, Location, MpmcRing, Producer, PushError, SpscRing};
 
+#[path = "../tests/support/race.rs"]
+mod race;
+use race::SleepRacer;
+
 /// A peer process from the test helper binary, killed on drop.
 struct Peer {
     child: Child,
@@ -203,22 +207,13 @@ impl RingPingPong {
         }
     }
 
-    /// Blocking round trips, each pushed 17-25 us (pseudo-random) after the
-    /// previous one came back: about when the peer, waiting for it, stops
-    /// spinning (20 us) and announces that it sleeps. That is where a wake-up
-    /// can be missed. Returns each round trip's time.
+    /// Blocking round trips, each pushed as the peer starts to sleep (see
+    /// `SleepRacer`). Returns each round trip's time.
     fn late_round_trips(&mut self, iters: u64) -> Vec<Duration> {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut racer = SleepRacer::new();
         (0..iters)
             .map(|value| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let pause = Duration::from_nanos(17_000 + state % 8_000);
-                let paused = Instant::now();
-                while paused.elapsed() < pause {
-                    spin_loop();
-                }
+                racer.pause();
                 let started = Instant::now();
                 self.producer
                     .push_blocking(value, Duration::from_secs(10))

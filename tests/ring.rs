@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shm_sys::sysv::Segment;
 use shm_typed::{Error, Location, PushError, SpscRing, PAYLOAD_OFFSET};
+use support::race::SleepRacer;
 use support::{Peer, RemoveOnDrop};
 
 fn private_ring(capacity: u64) -> (SpscRing<u64>, RemoveOnDrop, i32) {
@@ -87,16 +88,9 @@ fn blocking_pushes_racing_the_peers_sleep_all_come_back_in_order() {
     ]);
     peer.expect_line("ready");
     let (mut producer, mut consumer) = (there.producer().unwrap(), back.consumer().unwrap());
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut racer = SleepRacer::new();
     for value in (0..trips).chain([u64::MAX]) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let pause = Duration::from_nanos(17_000 + state % 8_000);
-        let paused = Instant::now();
-        while paused.elapsed() < pause {
-            std::hint::spin_loop();
-        }
+        racer.pause();
         producer
             .push_blocking(value, Duration::from_secs(30))
             .expect("push");

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod race;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
