@@ -11,6 +11,12 @@
 //!   `parking_lot::Mutex<[u8; 64]>`.
 //!
 //! Everything runs in one `cargo bench --bench lock`, so read the ratios.
+//! After the criterion groups, an interleaved section (`cargo bench --bench lock
+//! -- interleaved` runs it alone) measures each subject and its baseline in
+//! alternating order, round by round, and prints the median ratios; the
+//! contended rounds are tagged by the vCPU placement a raw ping-pong probe
+//! finds just before each (see `support`). `LOCK_BENCH_VERBOSE=1` prints each
+//! uncontended and value round.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -18,9 +24,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 use raw_sync::locks::{LockInit, Mutex as RawSyncMutex};
 use shm_typed::{Location, Shared};
+
+mod support;
+
+use support::{alternate, median, Probe, Rounds, CLOSE_NS, NEAR_NS};
 
 /// Removes the segment when the benchmark ends.
 struct Owned<T: bytemuck::Pod>(Shared<T>);
@@ -178,15 +188,139 @@ fn value_64b(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+/// Rounds of each interleaved comparison.
+const ROUNDS: usize = 20;
+
+/// The median over `ROUNDS` rounds of `subject` time / `baseline` time, the two
+/// run in alternating order.
+fn time_ratio(
+    subject: &mut dyn FnMut() -> Duration,
+    baseline: &mut dyn FnMut() -> Duration,
+) -> f64 {
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            let (subject, base) = alternate(round, subject, baseline);
+            if std::env::var_os("LOCK_BENCH_VERBOSE").is_some() {
+                eprintln!("round: subject {subject:?} baseline {base:?}");
+            }
+            subject.as_secs_f64() / base.as_secs_f64()
+        })
+        .collect();
+    median(&mut ratios)
 }
 
-criterion_group! {
-    name = benches;
-    config = config();
-    targets = uncontended, contended, value_64b
+/// Times `ops` calls of `op`.
+fn timed(ops: u64, mut op: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..ops {
+        op();
+    }
+    started.elapsed()
 }
-criterion_main!(benches);
+
+fn interleaved() {
+    const OPS: u64 = 1_000_000;
+    println!(
+        "interleaved: {ROUNDS} rounds each, subject and baseline alternating; medians of the \
+         per-round time ratios (subject / baseline)"
+    );
+    let shared = Owned(Shared::<u64>::create(Location::Private, 0).expect("create"));
+    let parking = Arc::new(parking_lot::Mutex::new(0u64));
+    let std_mutex = std::sync::Mutex::new(0u64);
+    println!(
+        "interleaved: uncontended lock + increment + unlock, Shared<u64> / parking_lot::Mutex = \
+         {:.2}x, / std::sync::Mutex = {:.2}x",
+        time_ratio(
+            &mut || timed(OPS, || *shared.0.lock().unwrap() += 1),
+            &mut || { timed(OPS, || *parking.lock() += 1) }
+        ),
+        time_ratio(
+            &mut || timed(OPS, || *shared.0.lock().unwrap() += 1),
+            &mut || { timed(OPS, || *std_mutex.lock().unwrap() += 1) }
+        ),
+    );
+
+    let value = Owned(Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create"));
+    let parking_value = parking_lot::Mutex::new([0u8; 64]);
+    println!(
+        "interleaved: 64-byte value, Shared::load / parking_lot lock + copy = {:.2}x; \
+         Shared::store / parking_lot lock + copy = {:.2}x",
+        time_ratio(
+            &mut || timed(OPS, || {
+                black_box(value.0.load().unwrap());
+            }),
+            &mut || timed(OPS, || {
+                black_box(*parking_value.lock());
+            }),
+        ),
+        time_ratio(
+            &mut || timed(OPS, || value.0.store(black_box([7; 64])).unwrap()),
+            &mut || timed(OPS, || *parking_value.lock() = black_box([7; 64])),
+        ),
+    );
+
+    // Contended: both parties do CONTENDED lock + increment + unlock on one
+    // counter; per-operation time, peer process against peer thread.
+    const CONTENDED: u64 = 200_000;
+    let Location::Id(id) = *shared.0.location() else {
+        unreachable!()
+    };
+    let mut peer = Contender::start(id);
+    let mut probe = Probe::new();
+    let mut ratios = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || {
+                let started = Instant::now();
+                peer.start_rounds(CONTENDED);
+                for _ in 0..CONTENDED {
+                    *shared.0.lock().unwrap() += 1;
+                }
+                peer.wait_done();
+                started.elapsed()
+            },
+            &mut || {
+                let other = Arc::clone(&parking);
+                let started = Instant::now();
+                let thread = std::thread::spawn(move || {
+                    for _ in 0..CONTENDED {
+                        *other.lock() += 1;
+                    }
+                });
+                for _ in 0..CONTENDED {
+                    *parking.lock() += 1;
+                }
+                thread.join().unwrap();
+                started.elapsed()
+            },
+        );
+        ratios.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
+    }
+    println!(
+        "interleaved: contended, two parties lock + increment + unlock, Shared<u64> with the \
+         peer in another process / parking_lot::Mutex with the peer in another thread = {} \
+         (rounds tagged near < {NEAR_NS} ns raw round trip, close < {CLOSE_NS} ns)",
+        ratios.summary("x", 2)
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    uncontended(&mut criterion);
+    contended(&mut criterion);
+    value_64b(&mut criterion);
+    criterion.final_summary();
+    // As in the ring bench: the interleaved section runs when no filter is
+    // given, or when the filter is `interleaved`.
+    let filtered = std::env::args()
+        .skip(1)
+        .any(|arg| !arg.starts_with('-') && arg != "interleaved");
+    if !filtered {
+        interleaved();
+    }
+}
