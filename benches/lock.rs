@@ -32,17 +32,23 @@ mod support;
 
 use support::{alternate, median, Probe, Rounds, CLOSE_NS, NEAR_NS};
 
-/// Removes the segment when the benchmark ends.
+/// A `Shared<T>` in a private segment that is marked for removal at once: it
+/// lives while mapped (Linux still lets the contending peer attach it by id),
+/// so nothing is left behind even if the benchmark is killed.
 struct Owned<T: bytemuck::Pod>(Shared<T>);
 
-impl<T: bytemuck::Pod> Drop for Owned<T> {
-    fn drop(&mut self) {
-        let _ = self.0.remove();
+impl<T: bytemuck::Pod> Owned<T> {
+    fn new(value: T) -> Owned<T> {
+        let shared = Shared::<T>::create(Location::Private, value).expect("create");
+        shared
+            .remove()
+            .expect("remove (freed when the last process detaches)");
+        Owned(shared)
     }
 }
 
 fn uncontended(c: &mut Criterion) {
-    let shared = Owned(Shared::<u64>::create(Location::Private, 0).expect("create"));
+    let shared = Owned::new(0u64);
     let parking = parking_lot::Mutex::new(0u64);
     let std_mutex = std::sync::Mutex::new(0u64);
     let shmem = shared_memory::ShmemConf::new()
@@ -130,7 +136,7 @@ impl Drop for Contender {
 }
 
 fn contended(c: &mut Criterion) {
-    let shared = Owned(Shared::<u64>::create(Location::Private, 0).expect("create"));
+    let shared = Owned::new(0u64);
     let Location::Id(id) = *shared.0.location() else {
         unreachable!()
     };
@@ -170,7 +176,7 @@ fn contended(c: &mut Criterion) {
 }
 
 fn value_64b(c: &mut Criterion) {
-    let shared = Owned(Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create"));
+    let shared = Owned::new([0u8; 64]);
     let parking = parking_lot::Mutex::new([0u8; 64]);
     let mut group = c.benchmark_group("value_64_bytes");
     group.bench_function("shm-typed Shared::load", |b| {
@@ -224,7 +230,7 @@ fn interleaved() {
         "interleaved: {ROUNDS} rounds each, subject and baseline alternating; medians of the \
          per-round time ratios (subject / baseline)"
     );
-    let shared = Owned(Shared::<u64>::create(Location::Private, 0).expect("create"));
+    let shared = Owned::new(0u64);
     let parking = Arc::new(parking_lot::Mutex::new(0u64));
     let std_mutex = std::sync::Mutex::new(0u64);
     println!(
@@ -240,7 +246,7 @@ fn interleaved() {
         ),
     );
 
-    let value = Owned(Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create"));
+    let value = Owned::new([0u8; 64]);
     let parking_value = parking_lot::Mutex::new([0u8; 64]);
     println!(
         "interleaved: 64-byte value, Shared::load / parking_lot lock + copy = {:.2}x; \
