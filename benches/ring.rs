@@ -182,27 +182,38 @@ impl StreamPingPong {
     }
 }
 
+/// The two rings of a [`RingSink`]: data there, counts back (one capacity: the
+/// peer opens both with it).
+struct SinkRings {
+    data: (SpscRing<u64>, i32),
+    counts: (SpscRing<u64>, i32),
+}
+
+impl SinkRings {
+    fn new() -> SinkRings {
+        SinkRings {
+            data: ring(1 << 16),
+            counts: ring(1 << 16),
+        }
+    }
+}
+
 /// A ring to a counting peer; it answers each u64::MAX with the count so far.
-struct RingSink {
-    producer: Producer<'static, u64>,
-    counts: Consumer<'static, u64>,
+struct RingSink<'a> {
+    producer: Producer<'a, u64>,
+    counts: Consumer<'a, u64>,
     peer: Peer,
     batch: Vec<u64>,
 }
 
-impl RingSink {
-    fn new(batch: bool) -> RingSink {
-        let (data, data_id) = ring(1 << 16);
-        // The peer opens both rings with one capacity.
-        let (counts, counts_id) = ring(1 << 16);
-        let (data, counts): (&'static SpscRing<u64>, &'static SpscRing<u64>) =
-            (Box::leak(Box::new(data)), Box::leak(Box::new(counts)));
+impl<'a> RingSink<'a> {
+    fn new(rings: &'a SinkRings, batch: bool) -> RingSink<'a> {
         let mode = if batch { "batch" } else { "single" };
         let mut peer = Peer::start(
             &[
                 "spsc-sink",
-                &data_id.to_string(),
-                &counts_id.to_string(),
+                &rings.data.1.to_string(),
+                &rings.counts.1.to_string(),
                 "65536",
                 mode,
             ],
@@ -210,8 +221,8 @@ impl RingSink {
         );
         peer.expect_ready();
         RingSink {
-            producer: data.producer().unwrap(),
-            counts: counts.consumer().unwrap(),
+            producer: rings.data.0.producer().unwrap(),
+            counts: rings.counts.0.consumer().unwrap(),
             peer,
             batch: (0..4096).collect(),
         }
@@ -450,7 +461,8 @@ fn round_trip(c: &mut Criterion) {
 fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("throughput_one_by_one");
     group.throughput(Throughput::Elements(1));
-    let mut single = RingSink::new(false);
+    let single_rings = SinkRings::new();
+    let mut single = RingSink::new(&single_rings, false);
     group.bench_function("SpscRing u64, two processes", |b| {
         b.iter_custom(|iters| single.push_one_by_one(iters))
     });
@@ -472,7 +484,8 @@ fn throughput(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("throughput_batch");
     group.throughput(Throughput::Elements(1));
-    let mut batch = RingSink::new(true);
+    let batch_rings = SinkRings::new();
+    let mut batch = RingSink::new(&batch_rings, true);
     group.bench_function(
         "SpscRing u64 push_slice/pop_into 4096, two processes",
         |b| b.iter_custom(|iters| batch.push_batches(iters, false)),
@@ -660,7 +673,8 @@ fn interleaved_one_by_one(probe: &mut Probe) {
     let to_rtrb = throughput_ratios(
         probe,
         &mut || {
-            let mut sink = RingSink::new(false);
+            let rings = SinkRings::new();
+            let mut sink = RingSink::new(&rings, false);
             sink.push_one_by_one(WARM_UP);
             sink.push_one_by_one(ONE_BY_ONE)
         },
@@ -704,7 +718,8 @@ fn interleaved_mpmc(probe: &mut Probe) {
 }
 
 fn interleaved_batch(probe: &mut Probe) {
-    let mut batch = RingSink::new(true);
+    let rings = SinkRings::new();
+    let mut batch = RingSink::new(&rings, true);
     let (mut rates, mut streaming_rates) = (Rounds::default(), Rounds::default());
     let rate = |took: Duration| 20_000_000.0 / took.as_secs_f64() / 1e6;
     for round in 0..ROUNDS {
