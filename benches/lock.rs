@@ -144,35 +144,42 @@ fn contended(c: &mut Criterion) {
     let parking = Arc::new(parking_lot::Mutex::new(0u64));
 
     let mut group = c.benchmark_group("contended_two_parties_per_op");
+    // Two parties do `iters` each: time per operation is half the total.
     group.bench_function("shm-typed Shared<u64>, peer in another process", |b| {
-        b.iter_custom(|iters| {
-            let started = Instant::now();
-            peer.start_rounds(iters);
-            for _ in 0..iters {
-                *shared.0.lock().unwrap() += 1;
-            }
-            peer.wait_done();
-            // Two parties did `iters` each: time per operation.
-            started.elapsed() / 2
-        })
+        b.iter_custom(|iters| shared_contended(&shared.0, &mut peer, iters) / 2)
     });
     group.bench_function("parking_lot::Mutex, peer in another thread", |b| {
-        b.iter_custom(|iters| {
-            let other = Arc::clone(&parking);
-            let started = Instant::now();
-            let thread = std::thread::spawn(move || {
-                for _ in 0..iters {
-                    *other.lock() += 1;
-                }
-            });
-            for _ in 0..iters {
-                *parking.lock() += 1;
-            }
-            thread.join().unwrap();
-            started.elapsed() / 2
-        })
+        b.iter_custom(|iters| parking_lot_contended(&parking, iters) / 2)
     });
     group.finish();
+}
+
+/// `ops` lock + increment + unlock here while the peer process does as many
+/// on the same counter; the time until both are done.
+fn shared_contended(shared: &Shared<u64>, peer: &mut Contender, ops: u64) -> Duration {
+    let started = Instant::now();
+    peer.start_rounds(ops);
+    for _ in 0..ops {
+        *shared.lock().unwrap() += 1;
+    }
+    peer.wait_done();
+    started.elapsed()
+}
+
+/// The same with a `parking_lot::Mutex` and the peer a thread.
+fn parking_lot_contended(parking: &Arc<parking_lot::Mutex<u64>>, ops: u64) -> Duration {
+    let other = Arc::clone(parking);
+    let started = Instant::now();
+    let thread = std::thread::spawn(move || {
+        for _ in 0..ops {
+            *other.lock() += 1;
+        }
+    });
+    for _ in 0..ops {
+        *parking.lock() += 1;
+    }
+    thread.join().unwrap();
+    started.elapsed()
 }
 
 fn value_64b(c: &mut Criterion) {
@@ -278,29 +285,8 @@ fn interleaved() {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(
             round,
-            &mut || {
-                let started = Instant::now();
-                peer.start_rounds(CONTENDED);
-                for _ in 0..CONTENDED {
-                    *shared.0.lock().unwrap() += 1;
-                }
-                peer.wait_done();
-                started.elapsed()
-            },
-            &mut || {
-                let other = Arc::clone(&parking);
-                let started = Instant::now();
-                let thread = std::thread::spawn(move || {
-                    for _ in 0..CONTENDED {
-                        *other.lock() += 1;
-                    }
-                });
-                for _ in 0..CONTENDED {
-                    *parking.lock() += 1;
-                }
-                thread.join().unwrap();
-                started.elapsed()
-            },
+            &mut || shared_contended(&shared.0, &mut peer, CONTENDED),
+            &mut || parking_lot_contended(&parking, CONTENDED),
         );
         ratios.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
     }
