@@ -192,19 +192,12 @@ impl<T> Raw<T> {
         (first as usize, (count - first) as usize)
     }
 
-    /// When the slot for `position` starts a cache line, asks for write
-    /// ownership of the line [`PREFETCH_AHEAD`] bytes further on (wrapping).
+    /// Asks for write ownership of the slot line [`PREFETCH_AHEAD`] bytes
+    /// after the slot for `position` (wrapping).
     #[inline(always)]
     fn prefetch_ahead(&self, position: u64) {
-        let size = std::mem::size_of::<T>();
-        // The slot array starts 128-aligned (the region is page-aligned), so
-        // the slot's offset within the array says where it falls in its line;
-        // for a power-of-two size this folds to a mask test.
-        let index = (position & (self.capacity - 1)) as usize;
-        if index.wrapping_mul(size) % 64 < size {
-            let ahead = (PREFETCH_AHEAD / size).max(1) as u64;
-            sys::prefetch_write(self.slot(position.wrapping_add(ahead)).cast());
-        }
+        let ahead = (PREFETCH_AHEAD / std::mem::size_of::<T>()).max(1) as u64;
+        sys::prefetch_write(self.slot(position.wrapping_add(ahead)).cast());
     }
 
     /// Wakes the other side if it announced that it sleeps on `offset`.
@@ -216,6 +209,18 @@ impl<T> Raw<T> {
             sys::futex_wake(word, 1);
         }
     }
+}
+
+/// Whether the slot for `position` starts a cache line. The slot array starts
+/// 128-aligned (the region is page-aligned), so position times size says
+/// where a slot falls in its line; for a power-of-two size this folds to a
+/// mask test on the position, with nothing loaded. (In a ring whose slots
+/// take less than a line in all, or not a whole number of lines, the answer
+/// drifts after a wrap: it only decides where a prefetch goes.)
+#[inline(always)]
+fn starts_line<T>(position: u64) -> bool {
+    let size = std::mem::size_of::<T>();
+    (position as usize).wrapping_mul(size) % 64 < size
 }
 
 /// A single-producer single-consumer ring of `T` in shared memory.
@@ -613,7 +618,7 @@ impl<'a, T: Pod> Producer<'a, T> {
             .push(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity, value)
         {
             Push::Done => {
-                if self.prefetch {
+                if starts_line::<T>(self.core.tail) && self.prefetch {
                     raw.prefetch_ahead(self.core.tail);
                 }
                 raw.wake(CONSUMER_SLEEPING);
