@@ -100,6 +100,35 @@ fn blocking_pushes_racing_the_peers_sleep_all_come_back_in_order() {
     peer.wait_success();
 }
 
+/// A sleeper's barrier (`membarrier` GLOBAL_EXPEDITED, see
+/// `blocking::fence_wakers`) reaches only registered processes. Handles
+/// register their process when they are made; a child forked afterwards that
+/// pushes through the parent's handle makes none, so it must inherit the
+/// registration, or its pushes could slip past a sleeper's last look. (Checked
+/// here because the kernel's documentation does not say it; exec clears it,
+/// and a new program makes its own handles.)
+#[test]
+fn a_forked_child_inherits_the_registration_for_wake_up_barriers() {
+    let (_ring, _guard, id) = private_ring(64);
+    let mut peer = Peer::start(&["ring-fork-registrations", &id.to_string(), "64"]);
+    let line = peer.expect_line("registrations");
+    peer.wait_success();
+    let field = |name: &str| -> i64 {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    if field("before=") < 0 {
+        eprintln!("skipped: this kernel cannot report registrations (Linux 6.3+): {line}");
+        return;
+    }
+    const REGISTER_GLOBAL_EXPEDITED: i64 = 1 << 2;
+    assert_eq!(field("before=") & REGISTER_GLOBAL_EXPEDITED, 0, "{line}");
+    assert_ne!(field("parent=") & REGISTER_GLOBAL_EXPEDITED, 0, "{line}");
+    assert_ne!(field("child=") & REGISTER_GLOBAL_EXPEDITED, 0, "{line}");
+}
+
 #[test]
 fn consumer_killed_mid_stream_is_replaced_and_resumes_where_the_ring_stands() {
     let count: u64 = 2_000_000;

@@ -295,6 +295,49 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
+        // ring-fork-registrations ID CAP: say the process's membarrier
+        // registrations before and after claiming the consumer of SpscRing ID,
+        // then fork and say the child's: "registrations before=B parent=P
+        // child=C" (-1: the kernel cannot tell, before Linux 6.3).
+        "ring-fork-registrations" => {
+            let id: i32 = parse(args, 1, "id")?;
+            let capacity: u64 = parse(args, 2, "capacity")?;
+            let ring =
+                SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+            let registrations = || {
+                const MEMBARRIER_CMD_GET_REGISTRATIONS: libc::c_long = 1 << 9;
+                // SAFETY: membarrier with this command only reads the calling
+                // process's state; no pointers.
+                unsafe {
+                    libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
+                }
+            };
+            let before = registrations();
+            let _consumer = ring.consumer().map_err(|e| e.to_string())?;
+            let parent = registrations();
+            // SAFETY: this process is single-threaded, so the child may do
+            // anything the parent could; it only makes a syscall, writes a line
+            // and ends with _exit.
+            let child = unsafe { libc::fork() };
+            if child < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            if child == 0 {
+                say(&format!(
+                    "registrations before={before} parent={parent} child={}",
+                    registrations()
+                ));
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child; `status` is a valid out pointer.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            if status != 0 {
+                return Err(format!("fork child exited with status {status}"));
+            }
+            Ok(())
+        }
         // spsc-produce ID CAP COUNT: push 0..COUNT in batches of varying size,
         // waiting whenever the ring is full; say "done".
         "spsc-produce" => {

@@ -28,7 +28,10 @@ pub(crate) const SHORT_NAP: Duration = Duration::from_millis(1);
 /// its first operation. Registers the process for the barriers
 /// [`fence_wakers`] sends; a process the kernel does not register sets the
 /// segment's sticky `unfenced` word, and a full fence publishes that before
-/// any push or pop of ours can matter to a sleeper.
+/// any push or pop of ours can matter to a sleeper. A child forked after
+/// this inherits the registration (tests/ring.rs checks it), so handles it
+/// inherits stay covered; exec clears it, and a new program makes its own
+/// handles.
 pub(crate) fn join_as_waker(unfenced: &AtomicU32) {
     if !sys::register_for_barriers() {
         unfenced.store(1, Ordering::Relaxed);
