@@ -343,7 +343,40 @@ fn main() -> Result<(), Error> {
     if let Some(role) = args.first() {
         return peer(role, &args[1..]);
     }
+    let _cleanup = RemoveNewIceoryxFiles::new();
     compare(true)?;
     compare(false)?;
     Ok(())
+}
+
+/// iceoryx2 leaves management files in `/dev/shm` (`iox2_*`) after its nodes
+/// are gone. Removes, on drop, those that were not there when it was made,
+/// so that a run leaves `/dev/shm` as it found it.
+struct RemoveNewIceoryxFiles(Vec<std::ffi::OsString>);
+
+impl RemoveNewIceoryxFiles {
+    fn new() -> Self {
+        Self(Self::list())
+    }
+
+    fn list() -> Vec<std::ffi::OsString> {
+        std::fs::read_dir("/dev/shm")
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| Some(entry.ok()?.file_name()))
+                    .filter(|name| name.to_string_lossy().starts_with("iox2_"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RemoveNewIceoryxFiles {
+    fn drop(&mut self) {
+        for name in Self::list() {
+            if !self.0.contains(&name) {
+                let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(name));
+            }
+        }
+    }
 }
