@@ -319,9 +319,7 @@ impl<T: Pod> MpmcRing<T> {
     #[inline]
     fn wake(&self, epoch: usize, sleepers: usize) {
         if self.word32(sleepers).load(Ordering::Relaxed) != 0 {
-            let word = self.word32(epoch);
-            word.fetch_add(1, Ordering::Release);
-            sys::futex_wake(word, 1);
+            wake_sleeper(self.word32(epoch));
         }
     }
 
@@ -424,4 +422,13 @@ impl<T> fmt::Debug for MpmcRing<T> {
             .field("location", &self.location)
             .finish()
     }
+}
+
+/// The rare half of [`MpmcRing::wake`], out of line so that the push and pop
+/// paths that inline `wake` carry no call.
+#[cold]
+#[inline(never)]
+fn wake_sleeper(epoch: &AtomicU32) {
+    epoch.fetch_add(1, Ordering::Release);
+    sys::futex_wake(epoch, 1);
 }

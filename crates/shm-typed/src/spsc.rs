@@ -216,10 +216,18 @@ impl<T> Raw<T> {
     fn wake(&self, offset: usize) {
         let word = self.word32(offset);
         if word.load(Ordering::Relaxed) != 0 {
-            word.store(0, Ordering::Release);
-            sys::futex_wake(word, 1);
+            wake_sleeper(word);
         }
     }
+}
+
+/// The rare half of [`Raw::wake`], out of line so that the push and pop loops
+/// that inline `wake` carry no call.
+#[cold]
+#[inline(never)]
+fn wake_sleeper(word: &AtomicU32) {
+    word.store(0, Ordering::Release);
+    sys::futex_wake(word, 1);
 }
 
 /// The position [`PREFETCH_AHEAD`] bytes after `tail`, if its slot is free
