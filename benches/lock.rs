@@ -30,7 +30,7 @@ use shm_typed::{Location, Shared};
 
 mod support;
 
-use support::{alternate, median, Probe, Rounds, CLOSE_NS, NEAR_NS};
+use support::{alternate, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS, ROUNDS};
 
 /// A `Shared<T>` in a private segment that is marked for removal at once: it
 /// lives while mapped (Linux still lets the contending peer attach it by id),
@@ -201,36 +201,6 @@ fn value_64b(c: &mut Criterion) {
     group.finish();
 }
 
-/// Rounds of each interleaved comparison.
-const ROUNDS: usize = 20;
-
-/// The median over `ROUNDS` rounds of `subject` time / `baseline` time, the two
-/// run in alternating order.
-fn time_ratio(
-    subject: &mut dyn FnMut() -> Duration,
-    baseline: &mut dyn FnMut() -> Duration,
-) -> f64 {
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            let (subject, base) = alternate(round, subject, baseline);
-            if std::env::var_os("LOCK_BENCH_VERBOSE").is_some() {
-                eprintln!("round: subject {subject:?} baseline {base:?}");
-            }
-            subject.as_secs_f64() / base.as_secs_f64()
-        })
-        .collect();
-    median(&mut ratios)
-}
-
-/// Times `ops` calls of `op`.
-fn timed(ops: u64, mut op: impl FnMut()) -> Duration {
-    let started = Instant::now();
-    for _ in 0..ops {
-        op();
-    }
-    started.elapsed()
-}
-
 fn interleaved() {
     const OPS: u64 = 1_000_000;
     println!(
@@ -244,10 +214,12 @@ fn interleaved() {
         "interleaved: uncontended lock + increment + unlock, Shared<u64> / parking_lot::Mutex = \
          {:.2}x, / std::sync::Mutex = {:.2}x",
         time_ratio(
+            "LOCK_BENCH_VERBOSE",
             &mut || timed(OPS, || *shared.0.lock().unwrap() += 1),
             &mut || { timed(OPS, || *parking.lock() += 1) }
         ),
         time_ratio(
+            "LOCK_BENCH_VERBOSE",
             &mut || timed(OPS, || *shared.0.lock().unwrap() += 1),
             &mut || { timed(OPS, || *std_mutex.lock().unwrap() += 1) }
         ),
@@ -259,6 +231,7 @@ fn interleaved() {
         "interleaved: 64-byte value, Shared::load / parking_lot lock + copy = {:.2}x; \
          Shared::store / parking_lot lock + copy = {:.2}x",
         time_ratio(
+            "LOCK_BENCH_VERBOSE",
             &mut || timed(OPS, || {
                 black_box(value.0.load().unwrap());
             }),
@@ -267,6 +240,7 @@ fn interleaved() {
             }),
         ),
         time_ratio(
+            "LOCK_BENCH_VERBOSE",
             &mut || timed(OPS, || value.0.store(black_box([7; 64])).unwrap()),
             &mut || timed(OPS, || *parking_value.lock() = black_box([7; 64])),
         ),

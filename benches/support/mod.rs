@@ -232,3 +232,36 @@ pub fn alternate(
         (subject(), b)
     }
 }
+
+/// Rounds of each interleaved comparison.
+pub const ROUNDS: usize = 20;
+
+/// The median over [`ROUNDS`] rounds of `subject` time / `baseline` time, the
+/// two run in alternating order; each round's times go to stderr when the
+/// environment variable `verbose` is set.
+pub fn time_ratio(
+    verbose: &str,
+    subject: &mut dyn FnMut() -> Duration,
+    baseline: &mut dyn FnMut() -> Duration,
+) -> f64 {
+    let verbose = std::env::var_os(verbose).is_some();
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            let (subject, base) = alternate(round, subject, baseline);
+            if verbose {
+                eprintln!("round: subject {subject:?} baseline {base:?}");
+            }
+            subject.as_secs_f64() / base.as_secs_f64()
+        })
+        .collect();
+    median(&mut ratios)
+}
+
+/// Times `ops` calls of `op`.
+pub fn timed(ops: u64, mut op: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..ops {
+        op();
+    }
+    started.elapsed()
+}
