@@ -23,7 +23,7 @@ use shm_sys::sysv::Segment;
 
 mod support;
 
-use support::{time_ratio, timed, ROUNDS};
+use support::{interleaved_wanted, time_ratio, timed, ROUNDS};
 
 struct RemoveOnDrop(Segment);
 
@@ -169,12 +169,7 @@ fn main() {
     attach_detach(&mut criterion);
     copy_4k(&mut criterion);
     criterion.final_summary();
-    // As in the ring and lock benches: the interleaved section runs when no
-    // filter is given, or when the filter is `interleaved`.
-    let filtered = std::env::args()
-        .skip(1)
-        .any(|arg| !arg.starts_with('-') && arg != "interleaved");
-    if !filtered {
+    if interleaved_wanted() {
         interleaved();
     }
 }

@@ -30,7 +30,9 @@ use shm_typed::{Location, Shared};
 
 mod support;
 
-use support::{alternate, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS, ROUNDS};
+use support::{
+    alternate, interleaved_wanted, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS, ROUNDS,
+};
 
 /// A `Shared<T>` in a private segment that is marked for removal at once: it
 /// lives while mapped (Linux still lets the contending peer attach it by id),
@@ -281,12 +283,7 @@ fn main() {
     contended(&mut criterion);
     value_64b(&mut criterion);
     criterion.final_summary();
-    // As in the ring bench: the interleaved section runs when no filter is
-    // given, or when the filter is `interleaved`.
-    let filtered = std::env::args()
-        .skip(1)
-        .any(|arg| !arg.starts_with('-') && arg != "interleaved");
-    if !filtered {
+    if interleaved_wanted() {
         interleaved();
     }
 }

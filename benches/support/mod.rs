@@ -265,3 +265,11 @@ pub fn timed(ops: u64, mut op: impl FnMut()) -> Duration {
     }
     started.elapsed()
 }
+
+/// Whether the benchmark's interleaved section should run: when no filter is
+/// given (`cargo bench --bench NAME`), or when the filter is `interleaved`.
+pub fn interleaved_wanted() -> bool {
+    !std::env::args()
+        .skip(1)
+        .any(|arg| !arg.starts_with('-') && arg != "interleaved")
+}
