@@ -141,7 +141,7 @@ impl Drop for RingPingPong {
 struct StreamPingPong {
     writer: Box<dyn Write>,
     reader: Box<dyn Read>,
-    _peer: Peer,
+    peer: Peer,
 }
 
 impl StreamPingPong {
@@ -153,7 +153,7 @@ impl StreamPingPong {
         StreamPingPong {
             writer,
             reader,
-            _peer: peer,
+            peer,
         }
     }
 
@@ -166,7 +166,7 @@ impl StreamPingPong {
         StreamPingPong {
             writer: Box::new(ours),
             reader: Box::new(reader),
-            _peer: peer,
+            peer,
         }
     }
 
@@ -608,7 +608,9 @@ fn interleaved_blocking(_: &mut Probe) {
             eprintln!("round: ring {ring:.0} ns, pipe {pipe_trip:.0} ns, same CPU {same_cpu}");
         }
     }
-    drop((blocking, pipe, socket));
+    drop(socket);
+    let pinned = blocking_on_one_cpu(&mut blocking, &mut pipe);
+    drop((blocking, pipe));
     let (ring_ns, pipe_ns, socket_ns) = (
         median(&mut ring_ns),
         median(&mut pipe_ns),
@@ -627,6 +629,74 @@ fn interleaved_blocking(_: &mut Probe) {
         split(&mut apart),
         split(&mut together)
     );
+    println!("interleaved: {pinned}");
+}
+
+/// Blocking round trips with both processes pinned to CPU 0, where each round
+/// trip needs two context switches, against a pipe pinned likewise and against
+/// the floor: a ping-pong whose sides wait with `sched_yield` (two context
+/// switches and nothing else). The scheduler on this VM puts the processes on
+/// one CPU in some rounds of its own accord; pinning measures that case on
+/// purpose, and the floor says how close to 0.5x a pipe anything can get there.
+fn blocking_on_one_cpu(blocking: &mut RingPingPong, pipe: &mut StreamPingPong) -> String {
+    const TRIPS: u64 = 2_000;
+    let mut floor = RawPingPong::yielding();
+    let pids = [
+        blocking.peer.child.id(),
+        pipe.peer.child.id(),
+        floor.peer.child.id(),
+    ];
+    let (mut to_pipe, mut floor_to_pipe, mut ring_ns) = (Vec::new(), Vec::new(), Vec::new());
+    // The floor's peer yields in a loop while it waits: stopped between its
+    // runs, so that it does not take turns on the CPU the others share.
+    floor.peer.set_running(false);
+    let mut floor_trips = || {
+        floor.peer.set_running(true);
+        let took = floor.round_trips(TRIPS);
+        floor.peer.set_running(false);
+        took
+    };
+    on_one_cpu(&pids, || {
+        for round in 0..ROUNDS {
+            let per_trip = |took: Duration| took.as_nanos() as f64 / TRIPS as f64;
+            let (ring, floor_trip) =
+                alternate(round, &mut || blocking.round_trips(TRIPS), &mut floor_trips);
+            let (ring, floor_trip) = (per_trip(ring), per_trip(floor_trip));
+            let pipe_trip = per_trip(pipe.round_trips(TRIPS));
+            ring_ns.push(ring);
+            to_pipe.push(ring / pipe_trip);
+            floor_to_pipe.push(floor_trip / pipe_trip);
+        }
+    });
+    format!(
+        "both processes pinned to one CPU: SpscRing blocking RTT {:.0} ns; per round, ring/pipe \
+         = {:.2}x; the floor (two processes waiting with sched_yield: two context switches a \
+         round trip) / pipe = {:.2}x",
+        median(&mut ring_ns),
+        median(&mut to_pipe),
+        median(&mut floor_to_pipe)
+    )
+}
+
+/// Runs `body` with this thread and the processes `pids` on CPU 0 only, then
+/// gives each the CPUs this thread had before.
+fn on_one_cpu<R>(pids: &[u32], body: impl FnOnce() -> R) -> R {
+    use rustix::process::Pid;
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let before = sched_getaffinity(None).expect("our CPU affinity");
+    let mut only_zero = CpuSet::new();
+    only_zero.set(0);
+    let pin_all = |set: &CpuSet| {
+        sched_setaffinity(None, set).expect("set our CPU affinity");
+        for &pid in pids {
+            let pid = Pid::from_raw(pid as i32).expect("a child's pid is positive");
+            sched_setaffinity(Some(pid), set).expect("set a peer's CPU affinity");
+        }
+    };
+    pin_all(&only_zero);
+    let result = body();
+    pin_all(&before);
+    result
 }
 
 /// Blocking round trips timed to race the peer's sleep announcement: a missed

@@ -92,19 +92,35 @@ pub struct RawPingPong {
     mapping: Mapping,
     pub peer: Peer,
     counter: u64,
+    /// Both sides wait with `sched_yield` instead of a spin hint.
+    yielding: bool,
 }
 
 impl RawPingPong {
     pub fn new() -> RawPingPong {
+        RawPingPong::start(false)
+    }
+
+    /// The floor for two processes on one CPU: each side waits with
+    /// `sched_yield`, so a round trip is two context switches and nothing
+    /// more (no system call wakes anybody; the yield hands the CPU over).
+    pub fn yielding() -> RawPingPong {
+        RawPingPong::start(true)
+    }
+
+    fn start(yielding: bool) -> RawPingPong {
         let segment = Segment::create_private(4096).expect("segment");
         let mapping = segment.attach().expect("attach");
         segment.remove().expect("remove (freed when both detach)");
-        let mut peer = Peer::start(&["raw-echo", &segment.id().to_string()], None);
+        let id = segment.id().to_string();
+        let mode = if yielding { "yield" } else { "spin" };
+        let mut peer = Peer::start(&["raw-echo", &id, mode], None);
         peer.expect_ready();
         RawPingPong {
             mapping,
             peer,
             counter: 0,
+            yielding,
         }
     }
 
@@ -123,7 +139,11 @@ impl RawPingPong {
             self.counter += 1;
             ping.store(self.counter, Ordering::Release);
             while pong.load(Ordering::Acquire) != self.counter {
-                spin_loop();
+                if self.yielding {
+                    std::thread::yield_now();
+                } else {
+                    spin_loop();
+                }
             }
         }
         started.elapsed()

@@ -461,10 +461,13 @@ fn run(args: &[String]) -> Result<(), String> {
             say(&format!("pushed {ok} corrupted {corrupted}"));
             Ok(())
         }
-        // raw-echo ID: the baseline ping-pong. Spin until the u64 at offset 0
-        // ("ping") changes, copy it to offset 128 ("pong"); stop at u64::MAX.
+        // raw-echo ID [yield]: the baseline ping-pong. Spin until the u64 at
+        // offset 0 ("ping") changes, copy it to offset 128 ("pong"); stop at
+        // u64::MAX. With "yield", wait with sched_yield instead of a spin hint:
+        // the floor for two processes that share one CPU.
         "raw-echo" => {
             let id: i32 = parse(args, 1, "id")?;
+            let yielding = args.get(2).map(String::as_str) == Some("yield");
             let mapping = Segment::from_id(id)
                 .and_then(|segment| segment.attach())
                 .map_err(|e| e.to_string())?;
@@ -483,7 +486,11 @@ fn run(args: &[String]) -> Result<(), String> {
             loop {
                 let value = ping.load(Ordering::Acquire);
                 if value == last {
-                    std::hint::spin_loop();
+                    if yielding {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
                     continue;
                 }
                 if value == u64::MAX {
