@@ -632,7 +632,7 @@ fn interleaved_blocking(_: &mut Probe) {
     println!("interleaved: {pinned}");
 }
 
-/// Blocking round trips with both processes pinned to CPU 0, where each round
+/// Blocking round trips with both processes pinned to one CPU, where each round
 /// trip needs two context switches, against a pipe pinned likewise and against
 /// the floor: a ping-pong whose sides wait with `sched_yield` (two context
 /// switches and nothing else). The scheduler on this VM puts the processes on
@@ -678,14 +678,18 @@ fn blocking_on_one_cpu(blocking: &mut RingPingPong, pipe: &mut StreamPingPong) -
     )
 }
 
-/// Runs `body` with this thread and the processes `pids` on CPU 0 only, then
-/// gives each the CPUs this thread had before.
+/// Runs `body` with this thread and the processes `pids` on one CPU (the
+/// first this thread may use), then gives each the CPUs this thread had
+/// before.
 fn on_one_cpu<R>(pids: &[u32], body: impl FnOnce() -> R) -> R {
     use rustix::process::Pid;
     use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
     let before = sched_getaffinity(None).expect("our CPU affinity");
-    let mut only_zero = CpuSet::new();
-    only_zero.set(0);
+    let first = (0..CpuSet::MAX_CPU)
+        .find(|&cpu| before.is_set(cpu))
+        .expect("we run on some CPU");
+    let mut only_first = CpuSet::new();
+    only_first.set(first);
     let pin_all = |set: &CpuSet| {
         sched_setaffinity(None, set).expect("set our CPU affinity");
         for &pid in pids {
@@ -693,7 +697,7 @@ fn on_one_cpu<R>(pids: &[u32], body: impl FnOnce() -> R) -> R {
             sched_setaffinity(Some(pid), set).expect("set a peer's CPU affinity");
         }
     };
-    pin_all(&only_zero);
+    pin_all(&only_first);
     let result = body();
     pin_all(&before);
     result
