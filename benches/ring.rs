@@ -505,15 +505,44 @@ const ROUNDS: usize = 20;
 /// needed for each placement's median to settle.
 const THROUGHPUT_ROUNDS: usize = 60;
 
-/// [`THROUGHPUT_ROUNDS`] rounds of `subject` and `baseline` (each timing itself) in
-/// alternating order, each round tagged by a placement probe; records the
-/// subject's throughput relative to the baseline's (baseline time / subject time).
+/// The per-round ratios of a throughput comparison, and each side's rate.
+struct Throughputs {
+    ratios: Rounds,
+    /// Items per second of the subject and of the baseline in the rounds of
+    /// near placement.
+    near_rates: (Vec<f64>, Vec<f64>),
+}
+
+impl Throughputs {
+    /// The ratios' summary, then each side's median rate over the near
+    /// rounds: a ratio far from the usual can then be told apart as the
+    /// subject's doing or the baseline's (where the compiler places either
+    /// hot loop moves its rate by 15% from build to build).
+    fn summary(&mut self, baseline: &str) -> String {
+        let ratios = self.ratios.summary("x", 2);
+        if self.near_rates.0.is_empty() {
+            return ratios;
+        }
+        format!(
+            "{ratios} (near rounds, medians: ours {:.0} M/s, {baseline} {:.0} M/s)",
+            median(&mut self.near_rates.0) / 1e6,
+            median(&mut self.near_rates.1) / 1e6
+        )
+    }
+}
+
+/// [`THROUGHPUT_ROUNDS`] rounds of `subject` and `baseline` (each timing the
+/// same number of `items`) in alternating order, each round tagged by a
+/// placement probe; records the subject's throughput relative to the
+/// baseline's (baseline time / subject time).
 fn throughput_ratios(
     probe: &mut Probe,
+    items: u64,
     subject: &mut dyn FnMut() -> Duration,
     baseline: &mut dyn FnMut() -> Duration,
-) -> Rounds {
+) -> Throughputs {
     let mut ratios = Rounds::default();
+    let mut near_rates = (Vec::new(), Vec::new());
     for round in 0..THROUGHPUT_ROUNDS {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(round, subject, baseline);
@@ -525,8 +554,12 @@ fn throughput_ratios(
             );
         }
         ratios.push(raw_ns, base.as_secs_f64() / subject.as_secs_f64());
+        if raw_ns < NEAR_NS {
+            near_rates.0.push(items as f64 / subject.as_secs_f64());
+            near_rates.1.push(items as f64 / base.as_secs_f64());
+        }
     }
-    ratios
+    Throughputs { ratios, near_rates }
 }
 
 /// The CPU a process last ran on, from `/proc/<pid>/stat` (field 39).
@@ -744,8 +777,9 @@ fn interleaved_one_by_one(probe: &mut Probe) {
     // fall on cache sets matters, and one ring for all rounds made whole runs
     // fast or slow together (0.41x to 1.50x rtrb). The peer starts before the
     // clock does (push_one_by_one times itself) and is killed after.
-    let to_rtrb = throughput_ratios(
+    let mut to_rtrb = throughput_ratios(
         probe,
+        ONE_BY_ONE,
         &mut || {
             let rings = SinkRings::new();
             let mut sink = RingSink::new(&rings, false);
@@ -754,16 +788,17 @@ fn interleaved_one_by_one(probe: &mut Probe) {
         },
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
-    let threads_to_rtrb = throughput_ratios(
+    let mut threads_to_rtrb = throughput_ratios(
         probe,
+        ONE_BY_ONE,
         &mut || spsc_threads_one_by_one(ONE_BY_ONE),
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
     println!(
         "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {}; \
          SpscRing two threads {}",
-        to_rtrb.summary("x", 2),
-        threads_to_rtrb.summary("x", 2)
+        to_rtrb.summary("rtrb"),
+        threads_to_rtrb.summary("rtrb")
     );
 }
 
@@ -772,8 +807,9 @@ fn interleaved_mpmc(probe: &mut Probe) {
     let mut mpmc = MpmcSink::new();
     mpmc.push_one_by_one(WARM_UP);
     mpmc.peer.set_running(false);
-    let to_array_queue = throughput_ratios(
+    let mut to_array_queue = throughput_ratios(
         probe,
+        ONE_BY_ONE,
         &mut || {
             mpmc.peer.set_running(true);
             let took = mpmc.push_one_by_one(ONE_BY_ONE);
@@ -787,7 +823,7 @@ fn interleaved_mpmc(probe: &mut Probe) {
     println!(
         "interleaved: MpmcRing one-by-one u64 throughput, two processes / crossbeam ArrayQueue, \
          two threads = {}",
-        to_array_queue.summary("x", 2)
+        to_array_queue.summary("ArrayQueue")
     );
 }
 
