@@ -40,11 +40,17 @@ use support::{alternate, median, Peer, Probe, RawPingPong, Rounds, CLOSE_NS, NEA
 /// benchmark panics.
 fn ring(capacity: u64) -> (SpscRing<u64>, i32) {
     let ring = SpscRing::<u64>::create(Location::Private, capacity).expect("ring");
+    let id = removed_id(&ring);
+    (ring, id)
+}
+
+/// Removes a private ring's segment (it lives while mapped) and returns its id.
+fn removed_id<const WAKE: bool>(ring: &SpscRing<u64, WAKE>) -> i32 {
     ring.remove().expect("remove");
     let Location::Id(id) = *ring.location() else {
         unreachable!()
     };
-    (ring, id)
+    id
 }
 
 /// Two rings and an echoing peer.
@@ -182,10 +188,10 @@ impl StreamPingPong {
     }
 }
 
-/// The two rings of a [`RingSink`]: data there, counts back (one capacity: the
-/// peer opens both with it).
-struct SinkRings {
-    data: (SpscRing<u64>, i32),
+/// The two rings of a [`RingSink`]: data there (a spinning ring when `WAKE`
+/// is false), counts back (one capacity: the peer opens both with it).
+struct SinkRings<const WAKE: bool = true> {
+    data: (SpscRing<u64, WAKE>, i32),
     counts: (SpscRing<u64>, i32),
 }
 
@@ -198,17 +204,33 @@ impl SinkRings {
     }
 }
 
+impl SinkRings<false> {
+    fn spinning() -> SinkRings<false> {
+        let data =
+            SpscRing::<u64, false>::create_spinning(Location::Private, 1 << 16).expect("ring");
+        let id = removed_id(&data);
+        SinkRings {
+            data: (data, id),
+            counts: ring(1 << 16),
+        }
+    }
+}
+
 /// A ring to a counting peer; it answers each u64::MAX with the count so far.
-struct RingSink<'a> {
-    producer: Producer<'a, u64>,
+struct RingSink<'a, const WAKE: bool = true> {
+    producer: Producer<'a, u64, WAKE>,
     counts: Consumer<'a, u64>,
     peer: Peer,
     batch: Vec<u64>,
 }
 
-impl<'a> RingSink<'a> {
-    fn new(rings: &'a SinkRings, batch: bool) -> RingSink<'a> {
-        let mode = if batch { "batch" } else { "single" };
+impl<'a, const WAKE: bool> RingSink<'a, WAKE> {
+    fn new(rings: &'a SinkRings<WAKE>, batch: bool) -> RingSink<'a, WAKE> {
+        let mode = match (batch, WAKE) {
+            (true, _) => "batch",
+            (false, true) => "single",
+            (false, false) => "spinning",
+        };
         let mut peer = Peer::start(
             &[
                 "spsc-sink",
@@ -259,9 +281,10 @@ impl<'a> RingSink<'a> {
     }
 
     fn finish(&mut self, count: u64, started: Instant) -> Duration {
-        self.producer
-            .push_blocking(u64::MAX, Duration::from_secs(60))
-            .unwrap();
+        // Spinning: a spinning ring has no blocking calls, and the peer spins.
+        while let Err(PushError::Full(_)) = self.producer.push(u64::MAX) {
+            spin_loop();
+        }
         let counted = self.counts.pop_blocking(Duration::from_secs(60)).unwrap();
         let took = started.elapsed();
         assert_eq!(counted, Some(count), "the peer received every item");
@@ -341,11 +364,21 @@ fn threads_one_by_one(
 
 /// SpscRing with producer and consumer threads in this process (heap region).
 fn spsc_threads_one_by_one(count: u64) -> Duration {
-    let ring = SpscRing::<u64>::create_in(
-        shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16)),
-        1 << 16,
-    )
-    .unwrap();
+    let region = shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16));
+    threads_one_by_one_through(&SpscRing::<u64>::create_in(region, 1 << 16).unwrap(), count)
+}
+
+/// A spinning SpscRing with producer and consumer threads in this process.
+fn spinning_threads_one_by_one(count: u64) -> Duration {
+    let region = shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16));
+    let ring = SpscRing::<u64, false>::create_spinning_in(region, 1 << 16).unwrap();
+    threads_one_by_one_through(&ring, count)
+}
+
+fn threads_one_by_one_through<const WAKE: bool>(
+    ring: &SpscRing<u64, WAKE>,
+    count: u64,
+) -> Duration {
     let (mut producer, mut consumer) = (ring.producer().unwrap(), ring.consumer().unwrap());
     threads_one_by_one(
         count,
@@ -470,6 +503,15 @@ fn throughput(c: &mut Criterion) {
     group.bench_function("rtrb u64, two threads", |b| b.iter_custom(rtrb_one_by_one));
     group.bench_function("SpscRing u64, two threads", |b| {
         b.iter_custom(spsc_threads_one_by_one)
+    });
+    let spinning_rings = SinkRings::spinning();
+    let mut spinning = RingSink::new(&spinning_rings, false);
+    group.bench_function("spinning SpscRing u64, two processes", |b| {
+        b.iter_custom(|iters| spinning.push_one_by_one(iters))
+    });
+    drop(spinning);
+    group.bench_function("spinning SpscRing u64, two threads", |b| {
+        b.iter_custom(spinning_threads_one_by_one)
     });
 
     let mut mpmc = MpmcSink::new();
@@ -794,11 +836,34 @@ fn interleaved_one_by_one(probe: &mut Probe) {
         &mut || spsc_threads_one_by_one(ONE_BY_ONE),
         &mut || rtrb_one_by_one(ONE_BY_ONE),
     );
+    let mut spinning_to_rtrb = throughput_ratios(
+        probe,
+        ONE_BY_ONE,
+        &mut || {
+            let rings = SinkRings::spinning();
+            let mut sink = RingSink::new(&rings, false);
+            sink.push_one_by_one(WARM_UP);
+            sink.push_one_by_one(ONE_BY_ONE)
+        },
+        &mut || rtrb_one_by_one(ONE_BY_ONE),
+    );
+    let mut spinning_threads_to_rtrb = throughput_ratios(
+        probe,
+        ONE_BY_ONE,
+        &mut || spinning_threads_one_by_one(ONE_BY_ONE),
+        &mut || rtrb_one_by_one(ONE_BY_ONE),
+    );
     println!(
         "interleaved: one-by-one u64 throughput / rtrb in-process: SpscRing two processes {}; \
          SpscRing two threads {}",
         to_rtrb.summary("rtrb"),
         threads_to_rtrb.summary("rtrb")
+    );
+    println!(
+        "interleaved: one-by-one u64 throughput / rtrb in-process: spinning SpscRing two \
+         processes {}; spinning SpscRing two threads {}",
+        spinning_to_rtrb.summary("rtrb"),
+        spinning_threads_to_rtrb.summary("rtrb")
     );
 }
 

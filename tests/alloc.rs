@@ -118,6 +118,23 @@ fn lock_load_store_push_and_pop_do_not_allocate() {
     });
     assert_eq!(count, 0, "allocations on the ring's push/pop paths");
 
+    let spinning =
+        shm_typed::SpscRing::<u64, false>::create_spinning(Location::Private, 64).expect("ring");
+    spinning.remove().unwrap(); // lives while mapped
+    let (mut producer, mut consumer) = (spinning.producer().unwrap(), spinning.consumer().unwrap());
+    let count = allocations_during(|| {
+        for round in 0..1000u64 {
+            producer.push(round).unwrap();
+            assert_eq!(consumer.pop().unwrap(), Some(round));
+            assert_eq!(producer.push_slice(&batch).unwrap(), 16);
+            assert_eq!(consumer.pop_into(&mut out).unwrap(), 16);
+        }
+    });
+    assert_eq!(
+        count, 0,
+        "allocations on the spinning ring's push/pop paths"
+    );
+
     let mpmc = shm_typed::MpmcRing::<u64>::create(Location::Private, 64).expect("mpmc ring");
     mpmc.remove().unwrap(); // lives while mapped
     let count = allocations_during(|| {

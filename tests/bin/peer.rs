@@ -338,42 +338,22 @@ fn run(args: &[String]) -> Result<(), String> {
             }
             Ok(())
         }
-        // spsc-produce ID CAP COUNT: push 0..COUNT in batches of varying size,
-        // waiting whenever the ring is full; say "done".
+        // spsc-produce ID CAP COUNT [spinning]: push 0..COUNT in batches of
+        // varying size (see `produce`), waiting whenever the ring is full, into
+        // an SpscRing or (spinning) a spinning one; say "done".
         "spsc-produce" => {
             let id: i32 = parse(args, 1, "id")?;
             let capacity: u64 = parse(args, 2, "capacity")?;
             let count: u64 = parse(args, 3, "count")?;
-            let ring =
-                SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
-            let mut producer = ring.producer().map_err(|e| e.to_string())?;
-            say("ready");
-            let mut batch = vec![0u64; 4096];
-            let mut next = 0u64;
-            let mut size = 1usize;
-            while next < count {
-                // Batch sizes cycle through 1..=4096 (a cheap deterministic mix).
-                size = (size * 7 + 13) % 4096 + 1;
-                let end = (next + size as u64).min(count);
-                let len = (end - next) as usize;
-                for (slot, value) in batch[..len].iter_mut().zip(next..end) {
-                    *slot = value;
-                }
-                let mut sent = 0;
-                while sent < len {
-                    let pushed = producer
-                        .push_slice(&batch[sent..len])
-                        .map_err(|e| e.to_string())?;
-                    sent += pushed;
-                    if pushed == 0 {
-                        std::hint::spin_loop();
-                    }
-                }
-                next = end;
+            if args.get(4).map(String::as_str) == Some("spinning") {
+                let ring = SpscRing::<u64, false>::open_spinning(Location::Id(id), capacity)
+                    .map_err(|e| e.to_string())?;
+                produce(&ring, count)
+            } else {
+                let ring =
+                    SpscRing::<u64>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+                produce(&ring, count)
             }
-            say("done");
-            wait_for_go();
-            Ok(())
         }
         // spsc-consume ID CAP COUNT: pop until value COUNT-1 arrives, checking that
         // values follow each other from the first; report "first V", "at X" every
@@ -545,34 +525,35 @@ fn run(args: &[String]) -> Result<(), String> {
                 }
             }
         }
-        // spsc-sink IN OUT CAP MODE: consume ring IN one at a time (MODE single)
-        // or in batches of up to 4096 (MODE batch); at u64::MAX, push the count
-        // to ring OUT and start counting again. In batch mode the values
+        // spsc-sink IN OUT CAP MODE: consume ring IN one at a time (MODE single;
+        // MODE spinning: IN is a spinning ring) or in batches of up to 4096
+        // (MODE batch); at u64::MAX, push the count to ring OUT and start
+        // counting again. In batch mode the values
         // before the marker are copied out but not looked at one by one, and
         // the producer must send nothing after a marker until it has the count.
         "spsc-sink" => {
+            let mode = args.get(4).map(String::as_str);
+            if mode == Some("spinning") {
+                let input: i32 = parse(args, 1, "input ring id")?;
+                let output: i32 = parse(args, 2, "output ring id")?;
+                let capacity: u64 = parse(args, 3, "capacity")?;
+                let input = SpscRing::<u64, false>::open_spinning(Location::Id(input), capacity)
+                    .map_err(|e| e.to_string())?;
+                let output = SpscRing::<u64>::open(Location::Id(output), capacity)
+                    .map_err(|e| e.to_string())?;
+                let mut consumer = input.consumer().map_err(|e| e.to_string())?;
+                let mut producer = output.producer().map_err(|e| e.to_string())?;
+                say("ready");
+                return sink_one_by_one(&mut consumer, &mut producer);
+            }
             let (input, output) = open_ring_pair(args)?;
-            let batch = args.get(4).map(String::as_str) == Some("batch");
             let mut consumer = input.consumer().map_err(|e| e.to_string())?;
             let mut producer = output.producer().map_err(|e| e.to_string())?;
             say("ready");
-            let mut count = 0u64;
-            if !batch {
-                // One at a time: the same work per item as the in-process
-                // baselines' consumers (one pop, one compare, one count).
-                loop {
-                    match consumer.pop().map_err(|e| e.to_string())? {
-                        Some(u64::MAX) => {
-                            producer
-                                .push_blocking(count, Duration::from_secs(60))
-                                .map_err(|e| e.to_string())?;
-                            count = 0;
-                        }
-                        Some(_) => count += 1,
-                        None => std::hint::spin_loop(),
-                    }
-                }
+            if mode != Some("batch") {
+                return sink_one_by_one(&mut consumer, &mut producer);
             }
+            let mut count = 0u64;
             let mut buffer = vec![0u64; 4096];
             loop {
                 let got = consumer.pop_into(&mut buffer).map_err(|e| e.to_string())?;
@@ -772,6 +753,76 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// Opens the rings with ids `args[1]` and `args[2]`, capacity `args[3]`.
+/// Pushes `count` u64 (0, 1, 2, ...) into `ring` in batches of 1 to 4096:
+/// with `push_slice`, and one `push` at a time for batch sizes divisible by
+/// five. Says "ready" before and "done" after, then waits for "go".
+fn produce<const WAKE: bool>(ring: &SpscRing<u64, WAKE>, count: u64) -> Result<(), String> {
+    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    say("ready");
+    let mut batch = vec![0u64; 4096];
+    let mut next = 0u64;
+    let mut size = 1usize;
+    while next < count {
+        // Batch sizes cycle through 1..=4096 (a cheap deterministic mix).
+        size = (size * 7 + 13) % 4096 + 1;
+        let end = (next + size as u64).min(count);
+        let len = (end - next) as usize;
+        for (slot, value) in batch[..len].iter_mut().zip(next..end) {
+            *slot = value;
+        }
+        if size % 5 == 0 {
+            for &value in &batch[..len] {
+                let mut pending = value;
+                loop {
+                    match producer.push(pending) {
+                        Ok(()) => break,
+                        Err(PushError::Full(back)) => pending = back,
+                        Err(other) => return Err(other.to_string()),
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        } else {
+            let mut sent = 0;
+            while sent < len {
+                let pushed = producer
+                    .push_slice(&batch[sent..len])
+                    .map_err(|e| e.to_string())?;
+                sent += pushed;
+                if pushed == 0 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        next = end;
+    }
+    say("done");
+    wait_for_go();
+    Ok(())
+}
+
+/// The sink's one-at-a-time loop: the same work per item as the in-process
+/// baselines' consumers (one pop, one compare, one count); at u64::MAX, the
+/// count goes back on `counts`. Runs until the process is killed.
+fn sink_one_by_one<const WAKE: bool>(
+    consumer: &mut shm_typed::Consumer<'_, u64, WAKE>,
+    counts: &mut shm_typed::Producer<'_, u64>,
+) -> Result<(), String> {
+    let mut count = 0u64;
+    loop {
+        match consumer.pop().map_err(|e| e.to_string())? {
+            Some(u64::MAX) => {
+                counts
+                    .push_blocking(count, Duration::from_secs(60))
+                    .map_err(|e| e.to_string())?;
+                count = 0;
+            }
+            Some(_) => count += 1,
+            None => std::hint::spin_loop(),
+        }
+    }
+}
+
 fn open_ring_pair(args: &[String]) -> Result<(SpscRing<u64>, SpscRing<u64>), String> {
     let input: i32 = parse(args, 1, "input ring id")?;
     let output: i32 = parse(args, 2, "output ring id")?;

@@ -60,7 +60,9 @@ pub fn describe(region: &Region) -> Option<Description> {
     let holder = word & !(1 << 31);
     let lock_holder = (word != 0).then_some(holder);
     let ring_len = match Kind::from_code(header.kind) {
-        Some(Kind::SpscRing | Kind::MpmcRing) if region.len() >= PAYLOAD_OFFSET + 136 => {
+        Some(Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing)
+            if region.len() >= PAYLOAD_OFFSET + 136 =>
+        {
             let (first, second) = (
                 read_u64(region, PAYLOAD_OFFSET),
                 read_u64(region, PAYLOAD_OFFSET + 128),

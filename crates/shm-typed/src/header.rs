@@ -51,6 +51,8 @@ pub enum Kind {
     MpmcRing = 3,
     /// A store of named entries.
     Store = 4,
+    /// A single-producer single-consumer ring whose sides never sleep.
+    SpinningSpscRing = 5,
 }
 
 impl Kind {
@@ -61,6 +63,7 @@ impl Kind {
             2 => Kind::SpscRing,
             3 => Kind::MpmcRing,
             4 => Kind::Store,
+            5 => Kind::SpinningSpscRing,
             _ => return None,
         })
     }
@@ -72,6 +75,7 @@ impl Kind {
             Kind::SpscRing => "spsc ring",
             Kind::MpmcRing => "mpmc ring",
             Kind::Store => "store",
+            Kind::SpinningSpscRing => "spinning spsc ring",
         }
     }
 }

@@ -26,7 +26,9 @@
 //! For streams, [`SpscRing`] moves values from one process to another without a
 //! syscall per item, and [`MpmcRing`] among any number of producer and consumer
 //! processes; their layouts, protocols and crash behaviour are documented on
-//! the types. A [`Store`] holds many named, type-checked objects and rings in
+//! the types. A [`SpinningSpscRing`] is an `SpscRing` without blocking calls,
+//! whose pushes and pops skip the check for a sleeping peer: the faster choice
+//! when both sides spin anyway. A [`Store`] holds many named, type-checked objects and rings in
 //! one segment.
 //!
 //! # What an opener checks
@@ -64,7 +66,7 @@
 //! |---:|---:|---|---|
 //! | 0 | 8 | magic | ASCII `SHMTYPED` |
 //! | 8 | 4 | format_version | `1` |
-//! | 12 | 4 | kind | 1 object, 2 spsc ring, 3 mpmc ring, 4 store |
+//! | 12 | 4 | kind | 1 object, 2 spsc ring, 3 mpmc ring, 4 store, 5 spinning spsc ring |
 //! | 16 | 4 | state | atomic: 0 uninitialised, 1 initialising, 2 ready (stored with Release), 3 failed |
 //! | 20 | 4 | byte_order | `0x01020304` |
 //! | 24 | 8 | segment_len | bytes the creator asked for; must be ≤ the OS's size |
@@ -136,7 +138,8 @@ pub use region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
 pub use shm_sys;
 pub use spsc::{
-    ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpscRing, WriteChunk,
+    ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpinningSpscRing, SpscRing,
+    WriteChunk,
 };
 pub use store::{store_entries, EntryInfo, Store, MAX_NAME};
 

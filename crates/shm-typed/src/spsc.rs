@@ -292,7 +292,7 @@ fn starts_line<T>(position: u64) -> bool {
 /// ring.remove()?;
 /// # Ok::<(), shm_typed::Error>(())
 /// ```
-pub struct SpscRing<T> {
+pub struct SpscRing<T, const WAKE: bool = true> {
     raw: Raw<T>,
     region: Region,
     backend: Backend,
@@ -302,12 +302,12 @@ pub struct SpscRing<T> {
 
 // SAFETY: the ring is an owned mapping plus plain data; the handles, which do the
 // work, borrow it and are themselves only Send.
-unsafe impl<T: Send> Send for SpscRing<T> {}
+unsafe impl<T: Send, const WAKE: bool> Send for SpscRing<T, WAKE> {}
 // SAFETY: shared use only claims handles (atomic CAS on the claim words) and reads
 // atomics; slot access happens through the claimed, exclusive handles.
-unsafe impl<T: Send> Sync for SpscRing<T> {}
+unsafe impl<T: Send, const WAKE: bool> Sync for SpscRing<T, WAKE> {}
 
-impl<T: Pod> SpscRing<T> {
+impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     fn spec(location: &Location, capacity: u64) -> Result<Spec> {
         let align = std::mem::align_of::<T>();
         let size = std::mem::size_of::<T>();
@@ -330,7 +330,11 @@ impl<T: Pod> SpscRing<T> {
             .filter(|&bytes| bytes <= (1 << 46))
             .ok_or_else(|| unsupported(format!("capacity {capacity} is too large")))?;
         Ok(Spec {
-            kind: Kind::SpscRing,
+            kind: if WAKE {
+                Kind::SpscRing
+            } else {
+                Kind::SpinningSpscRing
+            },
             payload_offset: PAYLOAD_OFFSET as u64,
             payload_size: (SLOTS - PAYLOAD_OFFSET) as u64 + slots,
             payload_align: align as u32,
@@ -345,29 +349,23 @@ impl<T: Pod> SpscRing<T> {
         Self::spec(location, capacity).map(|spec| spec.segment_len())
     }
 
-    /// Creates a ring of `capacity` slots (a power of two) at `location`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Unsupported`] for a capacity that is not a power of two; OS errors
-    /// (an existing key, ...) as [`Error::Sys`].
-    pub fn create(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+    fn create_at(location: impl Into<Location>, capacity: u64) -> Result<Self> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
         let (region, backend, location) = create_segment(&location, &spec, Mode::OWNER_RW, |_| {})?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 
-    /// Opens the ring at `location`, checking kind, element type and capacity.
-    pub fn open(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+    fn open_at(location: impl Into<Location>, capacity: u64) -> Result<Self> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
         let (region, backend) = open_segment(&location, &spec, Duration::from_secs(1))?;
         Ok(Self::from_parts(region, backend, location, capacity))
     }
 
-    /// Makes a ring in a blank heap region (tests, single process).
-    pub fn create_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+    /// Makes a ring of either kind in a blank heap region (the public
+    /// constructors fix the kind; tests cover both through this).
+    pub(crate) fn create_in_region(region: Region, capacity: u64) -> Result<Self> {
         let spec = Self::spec(&Location::Heap, capacity)?;
         header::initialize(&region, &Location::Heap, &spec, |_| {})?;
         Ok(Self::from_parts(
@@ -378,8 +376,7 @@ impl<T: Pod> SpscRing<T> {
         ))
     }
 
-    /// Opens a ring in a region (validating the header).
-    pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+    fn open_in_region(region: Region, capacity: u64) -> Result<Self> {
         let spec = Self::spec(&Location::Heap, capacity)?;
         header::open_region(&region, &spec)?;
         Ok(Self::from_parts(
@@ -519,9 +516,11 @@ impl<T: Pod> SpscRing<T> {
     ///
     /// [`Error::Unsupported`] if a live process holds it (this one included),
     /// [`Error::Corrupted`] if the indices are impossible.
-    pub fn producer(&self) -> Result<Producer<'_, T>> {
+    pub fn producer(&self) -> Result<Producer<'_, T, WAKE>> {
         self.claim("producer", PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START)?;
-        blocking::join_as_waker(self.raw.word32(UNFENCED));
+        if WAKE {
+            blocking::join_as_waker(self.raw.word32(UNFENCED));
+        }
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
@@ -545,9 +544,11 @@ impl<T: Pod> SpscRing<T> {
     /// # Errors
     ///
     /// As [`producer`](SpscRing::producer).
-    pub fn consumer(&self) -> Result<Consumer<'_, T>> {
+    pub fn consumer(&self) -> Result<Consumer<'_, T, WAKE>> {
         self.claim("consumer", CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START)?;
-        blocking::join_as_waker(self.raw.word32(UNFENCED));
+        if WAKE {
+            blocking::join_as_waker(self.raw.word32(UNFENCED));
+        }
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
@@ -598,10 +599,90 @@ impl<T: Pod> SpscRing<T> {
     }
 }
 
-impl<T> fmt::Debug for SpscRing<T> {
+impl<T: Pod> SpscRing<T> {
+    /// Creates a ring of `capacity` slots (a power of two) at `location`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a capacity that is not a power of two; OS errors
+    /// (an existing key, ...) as [`Error::Sys`].
+    pub fn create(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+        Self::create_at(location, capacity)
+    }
+
+    /// Opens the ring at `location`, checking kind, element type and capacity.
+    pub fn open(location: impl Into<Location>, capacity: u64) -> Result<SpscRing<T>> {
+        Self::open_at(location, capacity)
+    }
+
+    /// Makes a ring in a blank heap region (tests, single process).
+    pub fn create_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+        Self::create_in_region(region, capacity)
+    }
+
+    /// Opens a ring in a region (validating the header).
+    pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
+        Self::open_in_region(region, capacity)
+    }
+}
+
+/// A ring whose sides never sleep: [`SpscRing`] without the blocking calls,
+/// and without what they cost every other call.
+///
+/// A ring with blocking calls must let a push wake a consumer that fell
+/// asleep just before it, and only a load after the push's publishing store
+/// can see that: one load and one branch after every push and every pop.
+/// With the consumer on a nearby core, that check was what one-by-one
+/// throughput lost to rtrb (which cannot block); a ring created as spinning
+/// has no sleepers, so its handles skip it. Its header records the kind
+/// ("spinning spsc ring"), and opening it as an [`SpscRing`] (or the other
+/// way round) is an error, so no process can sleep on a ring whose peer
+/// would never wake it. Waiting is the caller's: spin, yield or sleep
+/// between attempts as suits.
+///
+/// ```
+/// use shm_typed::{Location, SpinningSpscRing};
+///
+/// let ring = SpinningSpscRing::<u64>::create_spinning(Location::Private, 1024)?;
+/// let (mut producer, mut consumer) = (ring.producer()?, ring.consumer()?);
+/// producer.push(7).unwrap();
+/// assert_eq!(consumer.pop()?, Some(7));
+/// assert_eq!(consumer.pop()?, None);
+/// drop((producer, consumer));
+/// ring.remove()?;
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub type SpinningSpscRing<T> = SpscRing<T, false>;
+
+impl<T: Pod> SpscRing<T, false> {
+    /// Creates a spinning ring of `capacity` slots (a power of two) at
+    /// `location`. Errors as for [`SpscRing::create`].
+    pub fn create_spinning(location: impl Into<Location>, capacity: u64) -> Result<Self> {
+        Self::create_at(location, capacity)
+    }
+
+    /// Opens the spinning ring at `location`, checking kind, element type and
+    /// capacity.
+    pub fn open_spinning(location: impl Into<Location>, capacity: u64) -> Result<Self> {
+        Self::open_at(location, capacity)
+    }
+
+    /// Makes a spinning ring in a blank heap region (tests, single process).
+    pub fn create_spinning_in(region: Region, capacity: u64) -> Result<Self> {
+        Self::create_in_region(region, capacity)
+    }
+
+    /// Opens a spinning ring in a region (validating the header).
+    pub fn open_spinning_in(region: Region, capacity: u64) -> Result<Self> {
+        Self::open_in_region(region, capacity)
+    }
+}
+
+impl<T, const WAKE: bool> fmt::Debug for SpscRing<T, WAKE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpscRing")
             .field("type", &std::any::type_name::<T>())
+            .field("spinning", &!WAKE)
             .field("capacity", &self.raw.capacity)
             .field("location", &self.location)
             .finish()
@@ -609,8 +690,8 @@ impl<T> fmt::Debug for SpscRing<T> {
 }
 
 /// The producer side of an [`SpscRing`] (one per ring at a time).
-pub struct Producer<'a, T: Pod> {
-    ring: &'a SpscRing<T>,
+pub struct Producer<'a, T: Pod, const WAKE: bool = true> {
+    ring: &'a SpscRing<T, WAKE>,
     /// The ring's hot-path data, copied (see [`Raw`]).
     raw: Raw<T>,
     /// Our `tail` (we are its only writer) and the consumer's `head` as last seen.
@@ -620,7 +701,7 @@ pub struct Producer<'a, T: Pod> {
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
-impl<'a, T: Pod> Producer<'a, T> {
+impl<'a, T: Pod, const WAKE: bool> Producer<'a, T, WAKE> {
     /// Free slots, reloading the consumer's position only when `needed` are not
     /// free by the cached one (validated: see [`protocol::SpscProducer::free`]).
     #[inline(always)]
@@ -633,7 +714,9 @@ impl<'a, T: Pod> Producer<'a, T> {
     #[inline(always)]
     fn publish(&mut self, count: u64) {
         self.core.publish(self.raw.word64(TAIL), count);
-        self.raw.wake(CONSUMER_SLEEPING);
+        if WAKE {
+            self.raw.wake(CONSUMER_SLEEPING);
+        }
     }
 
     /// Pushes one value, or hands it back if the ring is full.
@@ -648,7 +731,9 @@ impl<'a, T: Pod> Producer<'a, T> {
                 if starts_line::<T>(self.core.tail) && self.prefetch {
                     raw.prefetch_ahead(self.core.tail, self.core.cached_head);
                 }
-                raw.wake(CONSUMER_SLEEPING);
+                if WAKE {
+                    raw.wake(CONSUMER_SLEEPING);
+                }
                 Ok(())
             }
             Push::Full(value) => Err(PushError::Full(value)),
@@ -657,29 +742,6 @@ impl<'a, T: Pod> Producer<'a, T> {
                 self.ring.impossible("head", "tail", what),
             )),
         }
-    }
-
-    /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
-    /// the consumer wakes (it makes that syscall only when we announced a sleep).
-    pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
-        let ring = self.ring;
-        // A failed push leaves our tail where it is.
-        let tail = self.core.tail;
-        retry(
-            value,
-            timeout,
-            |value| match self.push(value) {
-                Err(PushError::Full(back)) => ControlFlow::Continue(back),
-                other => ControlFlow::Break(other),
-            },
-            |deadline| {
-                ring.nap(PRODUCER_SLEEPING, deadline, || {
-                    let head = ring.raw.word64(HEAD).load(Ordering::SeqCst);
-                    tail.wrapping_sub(head) < ring.raw.capacity
-                })
-            },
-        )
-        .unwrap_or_else(|value| Err(PushError::Timeout(value)))
     }
 
     /// Pushes as many values from `values` as fit; returns how many.
@@ -754,7 +816,7 @@ impl<'a, T: Pod> Producer<'a, T> {
     /// assert_eq!(consumer.pop()?, None);
     /// # Ok::<(), shm_typed::Error>(())
     /// ```
-    pub fn write_chunk(&mut self, len: usize) -> Result<WriteChunk<'_, 'a, T>, Corrupted> {
+    pub fn write_chunk(&mut self, len: usize) -> Result<WriteChunk<'_, 'a, T, WAKE>, Corrupted> {
         let free = self.free(len as u64)?;
         let count = (len as u64).min(free);
         let (first, second) = self.raw.runs(self.core.tail, count);
@@ -773,19 +835,44 @@ impl<'a, T: Pod> Producer<'a, T> {
     }
 
     /// The ring.
-    pub fn ring(&self) -> &SpscRing<T> {
+    pub fn ring(&self) -> &SpscRing<T, WAKE> {
         self.ring
     }
 }
 
-impl<T: Pod> Drop for Producer<'_, T> {
+impl<'a, T: Pod> Producer<'a, T> {
+    /// Pushes, waiting up to `timeout` for space: spins, then sleeps on a futex
+    /// the consumer wakes (it makes that syscall only when we announced a sleep).
+    pub fn push_blocking(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        let ring = self.ring;
+        // A failed push leaves our tail where it is.
+        let tail = self.core.tail;
+        retry(
+            value,
+            timeout,
+            |value| match self.push(value) {
+                Err(PushError::Full(back)) => ControlFlow::Continue(back),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                ring.nap(PRODUCER_SLEEPING, deadline, || {
+                    let head = ring.raw.word64(HEAD).load(Ordering::SeqCst);
+                    tail.wrapping_sub(head) < ring.raw.capacity
+                })
+            },
+        )
+        .unwrap_or_else(|value| Err(PushError::Timeout(value)))
+    }
+}
+
+impl<T: Pod, const WAKE: bool> Drop for Producer<'_, T, WAKE> {
     fn drop(&mut self) {
         self.ring
             .release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
     }
 }
 
-impl<T: Pod> fmt::Debug for Producer<'_, T> {
+impl<T: Pod, const WAKE: bool> fmt::Debug for Producer<'_, T, WAKE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
             .field("tail", &self.core.tail)
@@ -795,8 +882,8 @@ impl<T: Pod> fmt::Debug for Producer<'_, T> {
 }
 
 /// The consumer side of an [`SpscRing`] (one per ring at a time).
-pub struct Consumer<'a, T: Pod> {
-    ring: &'a SpscRing<T>,
+pub struct Consumer<'a, T: Pod, const WAKE: bool = true> {
+    ring: &'a SpscRing<T, WAKE>,
     /// The ring's hot-path data, copied (see [`Raw`]).
     raw: Raw<T>,
     /// Our `head` (we are its only writer) and the producer's `tail` as last seen.
@@ -804,7 +891,7 @@ pub struct Consumer<'a, T: Pod> {
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
-impl<'a, T: Pod> Consumer<'a, T> {
+impl<'a, T: Pod, const WAKE: bool> Consumer<'a, T, WAKE> {
     /// Items available, reloading the producer's position only when fewer than
     /// `wanted` are known (validated: see [`protocol::SpscConsumer::available`]).
     #[inline(always)]
@@ -817,7 +904,9 @@ impl<'a, T: Pod> Consumer<'a, T> {
     #[inline(always)]
     fn release(&mut self, count: u64) {
         self.core.release(self.raw.word64(HEAD), count);
-        self.raw.wake(PRODUCER_SLEEPING);
+        if WAKE {
+            self.raw.wake(PRODUCER_SLEEPING);
+        }
     }
 
     /// Pops one value, or `None` if the ring is empty.
@@ -829,34 +918,14 @@ impl<'a, T: Pod> Consumer<'a, T> {
             .pop(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity)
         {
             Pop::Value(value) => {
-                raw.wake(PRODUCER_SLEEPING);
+                if WAKE {
+                    raw.wake(PRODUCER_SLEEPING);
+                }
                 Ok(Some(value))
             }
             Pop::Empty => Ok(None),
             Pop::Broken(what) => Err(self.ring.impossible("tail", "head", what)),
         }
-    }
-
-    /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
-    /// the producer wakes. `Ok(None)` if the timeout ran out.
-    pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
-        let ring = self.ring;
-        // A failed pop leaves our head where it is.
-        let head = self.core.head;
-        retry(
-            (),
-            timeout,
-            |()| match self.pop() {
-                Ok(None) => ControlFlow::Continue(()),
-                other => ControlFlow::Break(other),
-            },
-            |deadline| {
-                ring.nap(CONSUMER_SLEEPING, deadline, || {
-                    ring.raw.word64(TAIL).load(Ordering::SeqCst) != head
-                })
-            },
-        )
-        .unwrap_or(Ok(None))
     }
 
     /// Pops up to `out.len()` values into `out`; returns how many.
@@ -891,7 +960,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
 
     /// Up to `len` waiting values to read in place; [`ReadChunk::commit`]
     /// releases them. See [`Producer::write_chunk`] for an example.
-    pub fn read_chunk(&mut self, len: usize) -> Result<ReadChunk<'_, 'a, T>, Corrupted> {
+    pub fn read_chunk(&mut self, len: usize) -> Result<ReadChunk<'_, 'a, T, WAKE>, Corrupted> {
         let available = self.available(len as u64)?;
         let count = (len as u64).min(available);
         let (first, second) = self.raw.runs(self.core.head, count);
@@ -915,19 +984,43 @@ impl<'a, T: Pod> Consumer<'a, T> {
     }
 
     /// The ring.
-    pub fn ring(&self) -> &SpscRing<T> {
+    pub fn ring(&self) -> &SpscRing<T, WAKE> {
         self.ring
     }
 }
 
-impl<T: Pod> Drop for Consumer<'_, T> {
+impl<'a, T: Pod> Consumer<'a, T> {
+    /// Pops, waiting up to `timeout` for a value: spins, then sleeps on a futex
+    /// the producer wakes. `Ok(None)` if the timeout ran out.
+    pub fn pop_blocking(&mut self, timeout: Duration) -> Result<Option<T>, Corrupted> {
+        let ring = self.ring;
+        // A failed pop leaves our head where it is.
+        let head = self.core.head;
+        retry(
+            (),
+            timeout,
+            |()| match self.pop() {
+                Ok(None) => ControlFlow::Continue(()),
+                other => ControlFlow::Break(other),
+            },
+            |deadline| {
+                ring.nap(CONSUMER_SLEEPING, deadline, || {
+                    ring.raw.word64(TAIL).load(Ordering::SeqCst) != head
+                })
+            },
+        )
+        .unwrap_or(Ok(None))
+    }
+}
+
+impl<T: Pod, const WAKE: bool> Drop for Consumer<'_, T, WAKE> {
     fn drop(&mut self) {
         self.ring
             .release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
     }
 }
 
-impl<T: Pod> fmt::Debug for Consumer<'_, T> {
+impl<T: Pod, const WAKE: bool> fmt::Debug for Consumer<'_, T, WAKE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("head", &self.core.head)
@@ -939,15 +1032,15 @@ impl<T: Pod> fmt::Debug for Consumer<'_, T> {
 /// Free slots claimed by [`Producer::write_chunk`], written in place. Nothing is
 /// visible to the consumer until [`commit`](WriteChunk::commit); dropping the
 /// chunk publishes nothing.
-pub struct WriteChunk<'p, 'a, T: Pod> {
-    producer: &'p mut Producer<'a, T>,
+pub struct WriteChunk<'p, 'a, T: Pod, const WAKE: bool = true> {
+    producer: &'p mut Producer<'a, T, WAKE>,
     start: *mut T,
     wrapped: *mut T,
     first: usize,
     second: usize,
 }
 
-impl<T: Pod> WriteChunk<'_, '_, T> {
+impl<T: Pod, const WAKE: bool> WriteChunk<'_, '_, T, WAKE> {
     /// How many slots the chunk holds (fewer than asked for if the ring had
     /// less room).
     pub fn len(&self) -> usize {
@@ -997,7 +1090,7 @@ impl<T: Pod> WriteChunk<'_, '_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for WriteChunk<'_, '_, T> {
+impl<T: Pod, const WAKE: bool> fmt::Debug for WriteChunk<'_, '_, T, WAKE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteChunk")
             .field("len", &self.len())
@@ -1008,15 +1101,15 @@ impl<T: Pod> fmt::Debug for WriteChunk<'_, '_, T> {
 /// Waiting values claimed by [`Consumer::read_chunk`], read in place. Nothing is
 /// released to the producer until [`commit`](ReadChunk::commit); dropping the
 /// chunk releases nothing, so the values are read again.
-pub struct ReadChunk<'c, 'a, T: Pod> {
-    consumer: &'c mut Consumer<'a, T>,
+pub struct ReadChunk<'c, 'a, T: Pod, const WAKE: bool = true> {
+    consumer: &'c mut Consumer<'a, T, WAKE>,
     start: *const T,
     wrapped: *const T,
     first: usize,
     second: usize,
 }
 
-impl<T: Pod> ReadChunk<'_, '_, T> {
+impl<T: Pod, const WAKE: bool> ReadChunk<'_, '_, T, WAKE> {
     /// How many values the chunk holds.
     pub fn len(&self) -> usize {
         self.first + self.second
@@ -1089,7 +1182,7 @@ impl<T: Pod> ReadChunk<'_, '_, T> {
     }
 }
 
-impl<T: Pod> fmt::Debug for ReadChunk<'_, '_, T> {
+impl<T: Pod, const WAKE: bool> fmt::Debug for ReadChunk<'_, '_, T, WAKE> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadChunk")
             .field("len", &self.len())

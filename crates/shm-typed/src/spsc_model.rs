@@ -113,6 +113,41 @@ fn capacity_must_be_a_power_of_two_and_match_on_open() {
     assert!(matches!(err, Error::TypeMismatch { .. }), "{err:?}");
 }
 
+/// A process must not sleep on a ring whose peer would never wake it: a
+/// spinning ring does not open as one with blocking calls, nor the other way
+/// round, and the error names both kinds.
+#[test]
+fn spinning_and_blocking_rings_do_not_open_as_each_other() {
+    let bytes = crate::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let spinning = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
+    let err = SpscRing::<u64>::open_in(spinning.into_region(), 8).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("spinning spsc ring") && text.contains("spsc ring"),
+        "{text}"
+    );
+    let blocking = ring_in_heap(8);
+    let err = SpscRing::<u64, false>::open_spinning_in(blocking.into_region(), 8).unwrap_err();
+    assert!(err.to_string().contains("spinning spsc ring"), "{err}");
+    let spinning = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
+    let again = SpscRing::<u64, false>::open_spinning_in(spinning.into_region(), 8).unwrap();
+    let (mut producer, mut consumer) = (again.producer().unwrap(), again.consumer().unwrap());
+    producer.push(5).unwrap();
+    assert_eq!(consumer.pop().unwrap(), Some(5));
+}
+
+/// `shm inspect` decodes a spinning ring: its kind by name, and its fill level.
+#[test]
+fn a_spinning_ring_describes_itself() {
+    let bytes = crate::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let ring = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
+    ring.producer().unwrap().push_slice(&[1, 2, 3]).unwrap();
+    let description = crate::describe(ring.region()).expect("ours");
+    assert_eq!(description.kind, Some(crate::Kind::SpinningSpscRing));
+    assert_eq!(description.kind.unwrap().name(), "spinning spsc ring");
+    assert_eq!(description.ring_len, Some(3));
+}
+
 fn ring_into_region(ring: SpscRing<u64>) -> Region {
     ring.into_region()
 }
@@ -286,20 +321,23 @@ mod state_machine {
         }
     }
 
-    /// The ring (leaked for 'static handles, freed in teardown) and its handles.
-    struct Subject {
-        ring: *mut SpscRing<u64>,
-        producer: Option<Producer<'static, u64>>,
-        consumer: Option<Consumer<'static, u64>>,
+    /// The ring (leaked for 'static handles, freed in teardown) and its
+    /// handles; `WAKE` false for a spinning ring.
+    struct Subject<const WAKE: bool> {
+        ring: *mut SpscRing<u64, WAKE>,
+        producer: Option<Producer<'static, u64, WAKE>>,
+        consumer: Option<Consumer<'static, u64, WAKE>>,
         before: Model,
     }
 
-    impl StateMachineTest for Subject {
-        type SystemUnderTest = Subject;
+    impl<const WAKE: bool> StateMachineTest for Subject<WAKE> {
+        type SystemUnderTest = Subject<WAKE>;
         type Reference = RingModel;
 
-        fn init_test(model: &Model) -> Subject {
-            let ring: &'static SpscRing<u64> = Box::leak(Box::new(ring_in_heap(model.capacity)));
+        fn init_test(model: &Model) -> Subject<WAKE> {
+            let bytes = crate::PAYLOAD_OFFSET + 512 + model.capacity as usize * 8;
+            let ring = SpscRing::<u64, WAKE>::create_in_region(Region::heap(bytes), model.capacity);
+            let ring: &'static SpscRing<u64, WAKE> = Box::leak(Box::new(ring.unwrap()));
             Subject {
                 producer: Some(ring.producer().unwrap()),
                 consumer: Some(ring.consumer().unwrap()),
@@ -308,7 +346,7 @@ mod state_machine {
             }
         }
 
-        fn apply(mut subject: Subject, after: &Model, op: Op) -> Subject {
+        fn apply(mut subject: Subject<WAKE>, after: &Model, op: Op) -> Subject<WAKE> {
             let before = std::mem::replace(&mut subject.before, after.clone());
             let producer = subject.producer.as_mut().unwrap();
             let consumer = subject.consumer.as_mut().unwrap();
@@ -378,13 +416,13 @@ mod state_machine {
             subject
         }
 
-        fn check_invariants(subject: &Subject, model: &Model) {
+        fn check_invariants(subject: &Subject<WAKE>, model: &Model) {
             // SAFETY: the ring outlives the handles (freed in teardown).
             let ring = unsafe { &*subject.ring };
             assert_eq!(ring.len().unwrap(), model.items.len() as u64);
         }
 
-        fn teardown(subject: Subject, _: Model) {
+        fn teardown(subject: Subject<WAKE>, _: Model) {
             let Subject {
                 ring,
                 producer,
@@ -403,6 +441,9 @@ mod state_machine {
         ))]
 
         #[test]
-        fn spsc_ring_agrees_with_a_vecdeque(sequential 1..60 => Subject);
+        fn spsc_ring_agrees_with_a_vecdeque(sequential 1..60 => Subject<true>);
+
+        #[test]
+        fn spinning_spsc_ring_agrees_with_a_vecdeque(sequential 1..60 => Subject<false>);
     }
 }
