@@ -21,28 +21,16 @@ fn private_ring(capacity: u64) -> (SpscRing<u64>, RemoveOnDrop, i32) {
     (ring, guard, id)
 }
 
-#[test]
-fn one_hundred_million_u64_cross_processes_in_order_with_nothing_lost() {
-    let count: u64 = 100_000_000;
-    let (ring, _guard, id) = private_ring(1 << 16);
-    let mut consumer = ring.consumer().unwrap();
-    let mut producer = Peer::start(&[
-        "spsc-produce",
-        &id.to_string(),
-        &(1u64 << 16).to_string(),
-        &count.to_string(),
-    ]);
-    producer.expect_line("ready");
-
-    let started = Instant::now();
+/// Calls `take` (which fills a prefix of the buffer it is given, of
+/// `buffer_len` values, and returns how many; it also gets the count so far)
+/// until `count` values have arrived, checking that they are 0, 1, 2, ...:
+/// nothing lost, duplicated or reordered. Fails after 30 s without progress.
+fn receive_in_order(count: u64, buffer_len: usize, mut take: impl FnMut(&mut [u64], u64) -> usize) {
     let mut expected = 0u64;
-    let mut buffer = vec![0u64; 8192];
-    let mut size = 1usize;
+    let mut buffer = vec![0u64; buffer_len];
     let mut idle_since = Instant::now();
     while expected < count {
-        // Vary the read size too, 1..=8192.
-        size = (size * 5 + 11) % 8192 + 1;
-        let got = consumer.pop_into(&mut buffer[..size]).unwrap();
+        let got = take(&mut buffer, expected);
         if got == 0 {
             assert!(
                 idle_since.elapsed() < Duration::from_secs(30),
@@ -57,6 +45,28 @@ fn one_hundred_million_u64_cross_processes_in_order_with_nothing_lost() {
             expected += 1;
         }
     }
+}
+
+#[test]
+fn one_hundred_million_u64_cross_processes_in_order_with_nothing_lost() {
+    let count: u64 = 100_000_000;
+    let (ring, _guard, id) = private_ring(1 << 16);
+    let mut consumer = ring.consumer().unwrap();
+    let mut producer = Peer::start(&[
+        "spsc-produce",
+        &id.to_string(),
+        &(1u64 << 16).to_string(),
+        &count.to_string(),
+    ]);
+    producer.expect_line("ready");
+
+    let started = Instant::now();
+    let mut size = 1usize;
+    receive_in_order(count, 8192, |buffer, _| {
+        // Vary the read size too, 1..=8192.
+        size = (size * 5 + 11) % 8192 + 1;
+        consumer.pop_into(&mut buffer[..size]).unwrap()
+    });
     let took = started.elapsed();
     producer.expect_line("done");
     producer.wait_success();
@@ -92,12 +102,9 @@ fn a_spinning_ring_carries_ten_million_u64_between_processes_in_order() {
         "spinning",
     ]);
     producer.expect_line("ready");
-    let mut expected = 0u64;
-    let mut buffer = vec![0u64; 512];
-    let mut idle_since = Instant::now();
-    while expected < count {
+    receive_in_order(count, 512, |buffer, expected| {
         // Alternate one-by-one pops with batches.
-        let got = if expected % 3 == 0 {
+        if expected % 3 == 0 {
             match consumer.pop().unwrap() {
                 Some(value) => {
                     buffer[0] = value;
@@ -106,22 +113,9 @@ fn a_spinning_ring_carries_ten_million_u64_between_processes_in_order() {
                 None => 0,
             }
         } else {
-            consumer.pop_into(&mut buffer).unwrap()
-        };
-        if got == 0 {
-            assert!(
-                idle_since.elapsed() < Duration::from_secs(30),
-                "no progress for 30 s at {expected}"
-            );
-            std::hint::spin_loop();
-            continue;
+            consumer.pop_into(buffer).unwrap()
         }
-        idle_since = Instant::now();
-        for &value in &buffer[..got] {
-            assert_eq!(value, expected, "lost, duplicated or reordered");
-            expected += 1;
-        }
-    }
+    });
     producer.expect_line("done");
     producer.wait_success();
     assert_eq!(consumer.pop().unwrap(), None, "nothing beyond the count");
