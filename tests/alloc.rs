@@ -58,6 +58,21 @@ fn allocations_during(work: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// One value pushed and popped, then a batch of 16 pushed and popped, on
+/// either ring kind.
+fn push_and_pop<const WAKE: bool>(
+    producer: &mut shm_typed::Producer<'_, u64, WAKE>,
+    consumer: &mut shm_typed::Consumer<'_, u64, WAKE>,
+    round: u64,
+) {
+    let batch = [7u64; 16];
+    let mut out = [0u64; 16];
+    producer.push(round).unwrap();
+    assert_eq!(consumer.pop().unwrap(), Some(round));
+    assert_eq!(producer.push_slice(&batch).unwrap(), 16);
+    assert_eq!(consumer.pop_into(&mut out).unwrap(), 16);
+}
+
 #[test]
 fn lock_load_store_push_and_pop_do_not_allocate() {
     let shared = Shared::<[u8; 64]>::create(Location::Private, [0; 64]).expect("create");
@@ -101,14 +116,9 @@ fn lock_load_store_push_and_pop_do_not_allocate() {
     );
     let mut producer = ring.producer().unwrap();
     let mut consumer = ring.consumer().unwrap();
-    let batch = [7u64; 16];
-    let mut out = [0u64; 16];
     let count = allocations_during(|| {
         for round in 0..1000u64 {
-            producer.push(round).unwrap();
-            assert_eq!(consumer.pop().unwrap(), Some(round));
-            assert_eq!(producer.push_slice(&batch).unwrap(), 16);
-            assert_eq!(consumer.pop_into(&mut out).unwrap(), 16);
+            push_and_pop(&mut producer, &mut consumer, round);
             producer
                 .push_blocking(round, std::time::Duration::from_secs(1))
                 .unwrap();
@@ -124,10 +134,7 @@ fn lock_load_store_push_and_pop_do_not_allocate() {
     let (mut producer, mut consumer) = (spinning.producer().unwrap(), spinning.consumer().unwrap());
     let count = allocations_during(|| {
         for round in 0..1000u64 {
-            producer.push(round).unwrap();
-            assert_eq!(consumer.pop().unwrap(), Some(round));
-            assert_eq!(producer.push_slice(&batch).unwrap(), 16);
-            assert_eq!(consumer.pop_into(&mut out).unwrap(), 16);
+            push_and_pop(&mut producer, &mut consumer, round);
         }
     });
     assert_eq!(
