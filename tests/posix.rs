@@ -71,12 +71,14 @@ fn posix_bad_names_are_rejected_before_any_syscall() {
 
 #[test]
 fn memfd_is_shared_with_a_child_and_its_seal_refuses_shrinking() {
+    // Sealed by default: the child cannot shrink it under our mapping.
     let memfd = MemfdSegment::create("shared", 4096).expect("memfd");
+    assert_eq!(memfd.seals().unwrap(), MemfdSegment::DEFAULT_SEALS);
+    assert!(memfd.seals().unwrap().contains(Seals::SHRINK | Seals::GROW));
     let mapping = memfd.map().expect("map");
     mapping
         .write_at(0, &pattern_bytes(11, 4096))
         .expect("write");
-    memfd.add_seals(Seals::SHRINK | Seals::GROW).expect("seal");
 
     // Hand the descriptor to the child as fd 3 (memfds are close-on-exec).
     let source = memfd.as_fd().as_raw_fd();

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::key::Key;
+use crate::posix::Seals;
 
 /// What an operation was about: the object named in every error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +219,25 @@ pub enum Error {
         /// Length of the mapping.
         mapping_len: usize,
     },
+    /// A memfd received from another process lacks a seal this process relies
+    /// on: without `F_SEAL_SHRINK` a holder of the descriptor could shrink the
+    /// file under a mapping, and touching the lost pages raises `SIGBUS`.
+    #[error(
+        "{op}: {target} (fd {fd}) is not sealed with {missing:?} (it has {found:?}); \
+         a peer could shrink it under a mapping and crash this process with SIGBUS"
+    )]
+    NotSealed {
+        /// The check that failed (`fcntl(F_GET_SEALS)`).
+        op: &'static str,
+        /// The memfd, by the label it was given.
+        target: Target,
+        /// The descriptor number in this process.
+        fd: i32,
+        /// The seals required but absent.
+        missing: Seals,
+        /// The seals in force.
+        found: Seals,
+    },
     /// Any other error the kernel returned.
     #[error("{op}: {target}: {errno}")]
     Os {
@@ -271,9 +291,10 @@ impl Error {
             | Error::InvalidSize { errno, .. }
             | Error::OutOfResources { errno, .. }
             | Error::Os { errno, .. } => Some(*errno),
-            Error::InvalidArgument { .. } | Error::ReadOnly { .. } | Error::OutOfBounds { .. } => {
-                None
-            }
+            Error::InvalidArgument { .. }
+            | Error::ReadOnly { .. }
+            | Error::OutOfBounds { .. }
+            | Error::NotSealed { .. } => None,
         }
     }
 
@@ -288,6 +309,7 @@ impl Error {
             | Error::InvalidArgument { target, .. }
             | Error::ReadOnly { target, .. }
             | Error::OutOfBounds { target, .. }
+            | Error::NotSealed { target, .. }
             | Error::Os { target, .. } => target,
         }
     }

@@ -28,7 +28,9 @@
 //!   or read-only; `IPC_STAT` with every field ([`sysv::SegmentInfo`]); `IPC_SET`,
 //!   `IPC_RMID`, `SHM_LOCK`; every segment on the host ([`sysv::list`]) and the
 //!   system limits ([`sysv::limits`]).
-//! - [`posix`]: named `shm_open` objects and sealable `memfd`s, mapped with `mmap`.
+//! - [`posix`]: named `shm_open` objects and `memfd`s, mapped with `mmap`. A memfd
+//!   is sealed at its size when created; a `shm_open` object cannot be, so a peer
+//!   that shrinks it can crash its openers with `SIGBUS` (see [`posix::PosixSegment`]).
 //! - [`Mapping`]: what every backend hands out. It detaches on drop and exposes
 //!   only raw pointers and bounds-checked atomic copies, because another process
 //!   may write the memory at any moment (see its `Safety` section).

@@ -37,9 +37,12 @@ pub(crate) enum Release {
 ///
 /// The pointers stay valid until the mapping is dropped or detached, even if the
 /// segment is removed in the meantime: the kernel frees a removed segment only
-/// when its last attachment goes away. For POSIX objects, a peer that shrinks
-/// the object makes accesses past the new end raise `SIGBUS`; seal a memfd
-/// against shrinking to rule that out.
+/// when its last attachment goes away. A System V segment cannot be resized, and
+/// a memfd from [`MemfdSegment::create`](crate::posix::MemfdSegment::create) is
+/// sealed against shrinking. A peer with write access to a POSIX `shm_open`
+/// object, though, can shrink it, and then accesses past the new end raise
+/// `SIGBUS` and kill this process; no kernel mechanism prevents that (see
+/// [`PosixSegment`](crate::posix::PosixSegment)).
 ///
 /// ```
 /// use shm_sys::sysv::Segment;

@@ -128,6 +128,10 @@ pub(crate) fn open_backend(
             while object.size()? < len.min(PAYLOAD_OFFSET) && started.elapsed() < init_timeout {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            // The header is checked against this size once, on open. A peer with
+            // write access can still shrink the object afterwards, and Linux has
+            // no seal for shm_open objects: accesses past the new end then raise
+            // SIGBUS (see shm_sys::posix::PosixSegment). System V sizes are fixed.
             let mapping = match access {
                 Access::ReadWrite => object.map(),
                 Access::ReadOnly => object.map_read_only(),
