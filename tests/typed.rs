@@ -68,9 +68,10 @@ fn four_processes_add_one_100000_times_each_and_the_count_is_exact() {
 }
 
 #[test]
-fn holder_killed_with_sigkill_is_recovered_within_a_second_100_times() {
+fn holder_killed_with_sigkill_is_recovered_within_a_second_200_times() {
     let (value, id) = private(0u64);
-    for round in 0..100 {
+    let mut times = Vec::new();
+    for round in 0..200 {
         let mut peer = Peer::start(&["typed-hold-lock", &id.to_string()]);
         peer.expect_line("locked");
         peer.kill();
@@ -84,6 +85,7 @@ fn holder_killed_with_sigkill_is_recovered_within_a_second_100_times() {
             .lock_timeout(Some(Duration::from_secs(5)))
             .expect("lock after the holder died");
         let took = started.elapsed();
+        times.push(took);
         assert!(guard.owner_died(), "round {round}: owner_died not reported");
         assert!(
             took < Duration::from_secs(1),
@@ -105,6 +107,14 @@ fn holder_killed_with_sigkill_is_recovered_within_a_second_100_times() {
         drop(guard);
         peer.wait();
     }
+    times.sort_unstable();
+    // Reported, not asserted: the README and the issue notes quote it.
+    eprintln!(
+        "recovery after SIGKILL over {} rounds: median {:?}, max {:?}",
+        times.len(),
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
 }
 
 #[test]
@@ -138,9 +148,27 @@ fn lock_word_naming_a_live_unrelated_task_with_another_start_time_is_a_dead_hold
     assert_eq!(bystander.expect_line("pid"), format!("pid {pid}"));
     let real_start = start_time(pid);
 
-    // The word names the live bystander with its real start time: a live holder.
-    poke(id, LOCK_OFFSET, &pid.to_ne_bytes());
-    poke(id, LOCK_OFFSET + 8, &real_start.to_ne_bytes());
+    // The owner word names the live bystander (generation 5), and the record
+    // for generation 5 its real start time: a live holder.
+    let owner = (5u64 << 32) | u64::from(pid);
+    let record = |start: u64, generation: u64| (start << 24) | generation;
+    poke(id, LOCK_OFFSET, &owner.to_ne_bytes());
+    poke(id, LOCK_OFFSET + 16, &record(real_start, 5).to_ne_bytes());
+    let err = value
+        .lock_timeout(Some(Duration::from_millis(100)))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LockTimeout { holder, .. } if holder == pid),
+        "{err:?}"
+    );
+
+    // Another start time in a record of another generation says nothing about
+    // this acquisition: still a live holder.
+    poke(
+        id,
+        LOCK_OFFSET + 16,
+        &record(real_start + 12_345, 4).to_ne_bytes(),
+    );
     let err = value
         .lock_timeout(Some(Duration::from_millis(100)))
         .unwrap_err();
@@ -150,7 +178,11 @@ fn lock_word_naming_a_live_unrelated_task_with_another_start_time_is_a_dead_hold
     );
 
     // Same TID, another start time: the TID was reused, the real holder is dead.
-    poke(id, LOCK_OFFSET + 8, &(real_start + 12_345).to_ne_bytes());
+    poke(
+        id,
+        LOCK_OFFSET + 16,
+        &record(real_start + 12_345, 5).to_ne_bytes(),
+    );
     let mut guard = value
         .lock_timeout(Some(Duration::from_secs(5)))
         .expect("taken over");
@@ -269,7 +301,8 @@ fn newer_format_version_is_unsupported_version() {
     poke(id, 8, &(FORMAT_VERSION + 1).to_ne_bytes());
     let err = Shared::<u64>::open(Location::Id(id)).unwrap_err();
     assert!(
-        matches!(err, Error::UnsupportedVersion { found, supported: 1, .. } if found == 2),
+        matches!(err, Error::UnsupportedVersion { found, supported, .. }
+            if supported == FORMAT_VERSION && found == FORMAT_VERSION + 1),
         "{err:?}"
     );
 }

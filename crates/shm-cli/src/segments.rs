@@ -131,13 +131,18 @@ fn lock_text(description: &Description) -> String {
     }
 }
 
+fn is_ring(kind: Option<Kind>) -> bool {
+    matches!(
+        kind,
+        Some(Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing)
+    )
+}
+
 fn fill_text(description: &Description) -> String {
-    match (description.kind, description.ring_len) {
-        (Some(Kind::SpscRing | Kind::MpmcRing), Some(len)) => {
-            format!("{len}/{}", description.header.layout.capacity)
-        }
-        (Some(Kind::SpscRing | Kind::MpmcRing), None) => "corrupt".to_owned(),
-        _ => "-".to_owned(),
+    match (is_ring(description.kind), description.ring_len) {
+        (true, Some(len)) => format!("{len}/{}", description.header.layout.capacity),
+        (true, None) => "corrupt".to_owned(),
+        (false, _) => "-".to_owned(),
     }
 }
 
@@ -319,7 +324,7 @@ fn print_description(description: &Description) {
         header.creator.pid_namespace
     );
     say!("lock: {}", lock_text(description));
-    if description.kind == Some(Kind::SpscRing) || description.kind == Some(Kind::MpmcRing) {
+    if is_ring(description.kind) {
         say!("fill: {}", fill_text(description));
     }
 }

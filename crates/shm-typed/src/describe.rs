@@ -1,9 +1,7 @@
 //! What a segment holds, read without trusting it: for tools such as `shm ls`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::header::{Header, Kind, FORMAT_VERSION, MAGIC, PAYLOAD_OFFSET};
-use crate::lock::holder_is_dead;
+use crate::header::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
+use crate::lock::LockView;
 use crate::region::Region;
 use crate::sys::{self, TaskState};
 
@@ -51,45 +49,69 @@ pub fn describe(region: &Region) -> Option<Description> {
     if header.magic != MAGIC {
         return None;
     }
-    let mut lock = [0u8; 24];
-    region.read_bytes(crate::header::LOCK_OFFSET, &mut lock);
-    let word = u32::from_ne_bytes([lock[0], lock[1], lock[2], lock[3]]);
-    let flags = u32::from_ne_bytes([lock[4], lock[5], lock[6], lock[7]]);
-    let mut start = [0u8; 8];
-    start.copy_from_slice(&lock[8..16]);
-    let holder = word & !(1 << 31);
-    let lock_holder = (word != 0).then_some(holder);
-    let ring_len = match Kind::from_code(header.kind) {
-        Some(Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing)
+    let mut lock = [0u8; std::mem::size_of::<crate::lock::ShmMutex>()];
+    region.read_bytes(LOCK_OFFSET, &mut lock);
+    let lock = LockView::decode(&lock);
+    let kind = Kind::from_code(header.kind);
+    let ring_len = match kind {
+        Some(kind @ (Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing))
             if region.len() >= PAYLOAD_OFFSET + 136 =>
         {
+            // SPSC: tail at 384, head at 512. MPMC: enqueue at 384, dequeue at 512.
             let (first, second) = (
                 read_u64(region, PAYLOAD_OFFSET),
                 read_u64(region, PAYLOAD_OFFSET + 128),
             );
-            // SPSC: tail at 384, head at 512. MPMC: enqueue at 384, dequeue at 512.
-            first
-                .checked_sub(second)
-                .filter(|&len| len <= header.layout.capacity)
+            ring_fill(kind, first, second, header.layout.capacity)
         }
         _ => None,
     };
     Some(Description {
-        kind: Kind::from_code(header.kind),
+        kind,
         version_supported: header.format_version == FORMAT_VERSION,
         creator_alive: header.creator.pid != 0
             && matches!(sys::task_state(header.creator.pid), TaskState::Alive(start) if header.creator.start_time == 0 || start == header.creator.start_time),
-        lock_holder,
-        lock_holder_dead: lock_holder.map(|tid| holder_is_dead(tid, u64::from_ne_bytes(start))),
-        poisoned: flags & 2 != 0,
+        lock_holder: lock.and_then(|lock| lock.holder).map(|holder| holder.tid),
+        lock_holder_dead: lock.and_then(|lock| lock.holder_dead),
+        poisoned: lock.is_some_and(|lock| lock.poisoned),
         ring_len,
         header,
     })
 }
 
+/// The fill level of a ring of `kind` whose first index word (SPSC tail, MPMC
+/// enqueue position) reads `first` and second (head, dequeue position)
+/// `second`; `None` if no ring of `capacity` can be in that state. SPSC
+/// positions only grow (`head <= tail`); MPMC positions count modulo 2^64 on
+/// purpose (see [`MpmcRing`](crate::MpmcRing)), so there the difference wraps.
+fn ring_fill(kind: Kind, first: u64, second: u64, capacity: u64) -> Option<u64> {
+    let len = if kind == Kind::MpmcRing {
+        Some(first.wrapping_sub(second))
+    } else {
+        first.checked_sub(second)
+    };
+    len.filter(|&len| len <= capacity)
+}
+
+/// The word at `offset`, which the caller checked lies inside the region.
 fn read_u64(region: &Region, offset: usize) -> u64 {
-    let pointer = region.pointer(offset, 8, 8).expect("inside the region");
-    // SAFETY: in bounds and 8-aligned (checked); shared words are only ever
-    // accessed atomically.
-    unsafe { AtomicU64::from_ptr(pointer.cast()) }.load(Ordering::Acquire)
+    let mut word = [0u8; 8];
+    region.read_bytes(offset, &mut word);
+    u64::from_ne_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crafted_ring_fill_levels_near_u64_max() {
+        let spsc = Kind::SpscRing;
+        assert_eq!(ring_fill(spsc, u64::MAX, u64::MAX - 3, 8), Some(3));
+        assert_eq!(ring_fill(spsc, 1, u64::MAX, 8), None, "head passed tail");
+        assert_eq!(ring_fill(spsc, u64::MAX, 0, 8), None);
+        // MPMC positions wrap: enqueue 1 after dequeue u64::MAX is two values.
+        assert_eq!(ring_fill(Kind::MpmcRing, 1, u64::MAX, 8), Some(2));
+        assert_eq!(ring_fill(Kind::MpmcRing, 0, 9, 8), None);
+    }
 }

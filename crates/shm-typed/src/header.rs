@@ -15,7 +15,7 @@ use crate::sys::{self, TaskState};
 /// The first 8 bytes of every segment we write.
 pub const MAGIC: [u8; 8] = *b"SHMTYPED";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Written in native byte order; read back differently on a machine of the other order.
 pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
 /// Bytes of the header proper.
@@ -226,9 +226,12 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
-    /// Segment bytes needed: header, lock, payload.
+    /// Segment bytes needed: header, lock, payload. Saturates at `usize::MAX`
+    /// (a length no region has, so every length check then fails) rather than
+    /// wrap: a store's spec is derived from figures read out of a segment.
     pub fn segment_len(&self) -> usize {
-        (self.payload_offset + self.payload_size) as usize
+        let len = self.payload_offset.saturating_add(self.payload_size);
+        usize::try_from(len).unwrap_or(usize::MAX)
     }
 
     pub fn type_description(&self) -> TypeDescription {
@@ -368,25 +371,62 @@ pub(crate) fn open(
         });
     }
     wait_ready(region, location, wait)?;
-    let header = Header::read_from(region).expect("length checked above");
+    let header = read_header(region, location)?;
     validate(&header, region.len(), location, spec)?;
     Ok(header)
 }
 
+/// [`open`] for a segment whose spec depends on its own header (a store's
+/// size and directory capacity): waits until it is ready, checks magic,
+/// version, platform and `kind` first, then has `derive` compute the spec from
+/// the header (an impossible header is its error), then validates against it.
+pub(crate) fn open_derived(
+    region: &Region,
+    location: &Location,
+    kind: Kind,
+    wait: Wait,
+    derive: impl FnOnce(&Header) -> Result<Spec>,
+) -> Result<(Header, Spec)> {
+    if region.len() < PAYLOAD_OFFSET {
+        return Err(Error::TooSmall {
+            location: location.clone(),
+            needed: PAYLOAD_OFFSET,
+            found: region.len(),
+        });
+    }
+    wait_ready(region, location, wait)?;
+    let header = read_header(region, location)?;
+    check_identity(&header, location, kind)?;
+    let spec = derive(&header)?;
+    validate(&header, region.len(), location, &spec)?;
+    Ok((header, spec))
+}
+
+/// The header, copied out; [`Error::TooSmall`] if the region cannot hold one.
+pub(crate) fn read_header(region: &Region, location: &Location) -> Result<Header> {
+    Header::read_from(region).ok_or_else(|| Error::TooSmall {
+        location: location.clone(),
+        needed: HEADER_SIZE,
+        found: region.len(),
+    })
+}
+
 /// [`open`] for a region with no OS object behind it (heap, or a store entry):
-/// no OS creator to watch, and the default one-second wait.
-pub(crate) fn open_region(region: &Region, spec: &Spec) -> Result<Header> {
+/// no OS creator to watch; waits at most `timeout` for its creator.
+pub(crate) fn open_region(region: &Region, spec: &Spec, timeout: Duration) -> Result<Header> {
     open(
         region,
         &Location::Heap,
         spec,
         Wait {
-            timeout: Duration::from_secs(1),
+            timeout,
             os_creator: None,
         },
     )
 }
 
+/// Waits (at most `wait.timeout`) until the creator publishes `ready`; the
+/// region must hold at least a header and lock ([`PAYLOAD_OFFSET`] bytes).
 fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
     let state_word = atomic_u32(region, STATE_OFFSET);
     let started = Instant::now();
@@ -403,7 +443,12 @@ fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
                     wait.os_creator
                 };
                 if let Some(pid) = creator {
-                    if sys::task_state(pid) == TaskState::Dead {
+                    // Judge one observation: a creator that published `ready`
+                    // and exited between our load of the state and the check
+                    // is not a creator that died initialising.
+                    if sys::task_state(pid) == TaskState::Dead
+                        && state_word.load(Ordering::Acquire) == state
+                    {
                         return Err(Error::CreatorDied {
                             location: location.clone(),
                             pid,
@@ -463,14 +508,9 @@ fn platform(byte_order: u32, pointer_width: u8) -> String {
     format!("{order}, {}-bit pointers", u32::from(pointer_width) * 8)
 }
 
-/// Checks a copied header in the documented order: magic, version, platform,
-/// kind, layout (type identity), length.
-pub(crate) fn validate(
-    header: &Header,
-    os_len: usize,
-    location: &Location,
-    spec: &Spec,
-) -> Result<()> {
+/// The first checks of [`validate`], which need no spec: magic, version,
+/// platform, kind.
+pub(crate) fn check_identity(header: &Header, location: &Location, kind: Kind) -> Result<()> {
     if header.magic != MAGIC {
         return Err(Error::BadMagic {
             location: location.clone(),
@@ -493,16 +533,28 @@ pub(crate) fn validate(
             found: platform(header.byte_order, header.layout.pointer_width),
         });
     }
-    if header.kind != spec.kind as u32 {
+    if header.kind != kind as u32 {
         return Err(Error::WrongKind {
             location: location.clone(),
-            expected: spec.kind.name().into(),
+            expected: kind.name().into(),
             found: Kind::from_code(header.kind).map_or_else(
                 || format!("unknown kind {}", header.kind),
                 |k| k.name().into(),
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks a copied header in the documented order: magic, version, platform,
+/// kind, layout (type identity), length.
+pub(crate) fn validate(
+    header: &Header,
+    os_len: usize,
+    location: &Location,
+    spec: &Spec,
+) -> Result<()> {
+    check_identity(header, location, spec.kind)?;
     let expected = spec.layout();
     let found = &header.layout;
     if found.type_name_hash != expected.type_name_hash
@@ -530,14 +582,17 @@ pub(crate) fn validate(
             ),
         });
     }
-    if header.segment_len > os_len as u64 {
+    // usize to u64 is lossless on the 64-bit targets this crate builds for
+    // (the header records the pointer width, checked above).
+    let os_len = u64::try_from(os_len).unwrap_or(u64::MAX);
+    if header.segment_len > os_len {
         return Err(Error::LengthMismatch {
             location: location.clone(),
             header_says: header.segment_len,
-            os_says: os_len as u64,
+            os_says: os_len,
         });
     }
-    if (spec.segment_len() as u64) > header.segment_len {
+    if u64::try_from(spec.segment_len()).unwrap_or(u64::MAX) > header.segment_len {
         return Err(Error::Corrupted {
             location: location.clone(),
             what: format!(

@@ -50,14 +50,16 @@
 //!
 //! # The lock
 //!
-//! [`ShmMutex`] is a futex word holding the holder's thread id. A waiter that
-//! finds the holder dead (gone, a zombie, or its thread id reused by a task with
-//! another start time) takes the lock over, and its guard reports
+//! [`ShmMutex`] is an owner word holding the holder's thread id and a
+//! generation that every acquisition changes. A waiter that finds the holder of
+//! one acquisition dead (gone, a zombie, or its thread id reused by a task with
+//! another start time, judged on that acquisition's own record) takes over that
+//! very acquisition, never a later one, and its guard reports
 //! [`owner_died`](SharedGuard::owner_died): the value may be half-written. Mark
 //! it consistent, or the lock is poisoned until [`Shared::reset_poison`]. See
 //! [`ShmMutex`] for the protocol.
 //!
-//! # Segment format, version 1
+//! # Segment format, version 2
 //!
 //! All integers are in the creator's native byte order (checked with the byte
 //! order mark). All-zero bytes are a valid uninitialised segment.
@@ -65,7 +67,7 @@
 //! | offset | size | field | contents |
 //! |---:|---:|---|---|
 //! | 0 | 8 | magic | ASCII `SHMTYPED` |
-//! | 8 | 4 | format_version | `1` |
+//! | 8 | 4 | format_version | `2` (version 1 had the lock of the first release, without generations) |
 //! | 12 | 4 | kind | 1 object, 2 spsc ring, 3 mpmc ring, 4 store, 5 spinning spsc ring |
 //! | 16 | 4 | state | atomic: 0 uninitialised, 1 initialising, 2 ready (stored with Release), 3 failed |
 //! | 20 | 4 | byte_order | `0x01020304` |
@@ -85,12 +87,13 @@
 //! | 152 | 8 | creator start time | clock ticks since boot (`/proc/<pid>/stat` field 22) |
 //! | 160 | 8 | creator pid namespace | inode of `/proc/<pid>/ns/pid` |
 //! | 168 | 88 | reserved | 0 |
-//! | 256 | 4 | lock word | atomic futex word: 0 free, else holder tid, bit 31 = waiters |
-//! | 260 | 4 | lock flags | bit 0 inconsistent (holder died), bit 1 poisoned |
-//! | 264 | 8 | lock owner start time | holder's start time, 0 until recorded |
-//! | 272 | 8 | lock sequence | seqlock count, odd while a holder may write |
-//! | 280 | 8 | lock pid namespace | creator's pid namespace |
-//! | 288 | 96 | reserved | 0 |
+//! | 256 | 8 | lock owner | atomic: bits 0-30 holder tid (0 free), bit 31 waiters, bits 32-63 generation |
+//! | 264 | 4 | lock wakes | atomic futex word: incremented by every unlock that wakes |
+//! | 268 | 4 | lock flags | bit 0 inconsistent (holder died), bit 1 poisoned |
+//! | 272 | 8 | lock record | holder's start time << 24 \| generation's low 24 bits |
+//! | 280 | 8 | lock sequence | seqlock count, odd while a holder may write |
+//! | 288 | 8 | lock pid namespace | creator's pid namespace |
+//! | 296 | 88 | reserved | 0 |
 //! | 384 | payload_size | payload | the value |
 //!
 //! # Memory model
@@ -108,6 +111,7 @@ mod blocking;
 mod describe;
 mod error;
 mod header;
+mod liveness;
 mod lock;
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -141,7 +145,7 @@ pub use spsc::{
     ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpinningSpscRing, SpscRing,
     WriteChunk,
 };
-pub use store::{store_entries, EntryInfo, Store, MAX_NAME};
+pub use store::{store_entries, EntryInfo, Store, StoreOptions, MAX_NAME};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.
 #[cfg(doctest)]

@@ -1,16 +1,27 @@
 //! [`ShmMutex`]: a robust mutex that lives inside a segment.
+//!
+//! The algorithm is written once, in [`Core`], over any atomics and any
+//! [`Env`] (who the caller is, whether a task is alive, sleeping and waking).
+//! `ShmMutex` runs it over its own words and the operating system; the loom
+//! tests (`loom_tests.rs`) run the very same code over loom's atomics and a
+//! liveness oracle that the model changes between any two steps.
 
 use std::fmt;
 use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{self, StartTime, TaskState};
+use crate::liveness::{self, generation, next, ID_MASK};
+use crate::sys::{self, StartTime};
 
-/// Set in the lock word while a thread sleeps (or is about to sleep) on it.
-const WAITERS: u32 = 1 << 31;
-/// The holder's thread id part of the lock word.
-const TID_MASK: u32 = !WAITERS;
+/// Set in the owner word while a thread sleeps (or is about to sleep) on the lock.
+const WAITERS: u64 = 1 << 31;
+/// The holder's thread id in the owner word.
+const TID_MASK: u64 = ID_MASK & !WAITERS;
+/// Generation and thread id: what names one acquisition.
+const ACQUISITION_MASK: u64 = !WAITERS;
+/// The generation half of the owner word.
+const GENERATION_MASK: u64 = !ID_MASK;
 
 /// `flags`: a holder died; the current holder has not yet marked the data consistent.
 const INCONSISTENT: u32 = 1 << 0;
@@ -23,34 +34,205 @@ const SPIN_LIMIT: u32 = 100;
 /// How long a waiter sleeps before it checks whether the holder is still alive.
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The atomic operations the lock uses, on `std`'s atomics or loom's.
+pub(crate) trait Atomic<V> {
+    fn load(&self, order: Ordering) -> V;
+    fn store(&self, value: V, order: Ordering);
+    fn swap(&self, value: V, order: Ordering) -> V;
+    fn compare_exchange(
+        &self,
+        current: V,
+        new: V,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<V, V>;
+    fn fetch_or(&self, value: V, order: Ordering) -> V;
+    fn fetch_and(&self, value: V, order: Ordering) -> V;
+    fn fetch_add(&self, value: V, order: Ordering) -> V;
+}
+
+/// Implements [`Atomic`] for an atomic type with `std`'s method names (loom's
+/// have them too; `loom_tests.rs` uses this). `fetch_add` wraps, as `std`'s does.
+macro_rules! impl_atomic {
+    ($atomic:ty, $value:ty) => {
+        impl $crate::lock::Atomic<$value> for $atomic {
+            #[inline(always)]
+            fn load(&self, order: std::sync::atomic::Ordering) -> $value {
+                // The inherent methods (inherent methods win over trait ones).
+                self.load(order)
+            }
+            #[inline(always)]
+            fn store(&self, value: $value, order: std::sync::atomic::Ordering) {
+                self.store(value, order)
+            }
+            #[inline(always)]
+            fn swap(&self, value: $value, order: std::sync::atomic::Ordering) -> $value {
+                self.swap(value, order)
+            }
+            #[inline(always)]
+            fn compare_exchange(
+                &self,
+                current: $value,
+                new: $value,
+                success: std::sync::atomic::Ordering,
+                failure: std::sync::atomic::Ordering,
+            ) -> Result<$value, $value> {
+                self.compare_exchange(current, new, success, failure)
+            }
+            #[inline(always)]
+            fn fetch_or(&self, value: $value, order: std::sync::atomic::Ordering) -> $value {
+                self.fetch_or(value, order)
+            }
+            #[inline(always)]
+            fn fetch_and(&self, value: $value, order: std::sync::atomic::Ordering) -> $value {
+                self.fetch_and(value, order)
+            }
+            #[inline(always)]
+            fn fetch_add(&self, value: $value, order: std::sync::atomic::Ordering) -> $value {
+                self.fetch_add(value, order)
+            }
+        }
+    };
+}
+#[cfg(all(test, loom))]
+pub(crate) use impl_atomic;
+
+impl_atomic!(AtomicU32, u32);
+impl_atomic!(AtomicU64, u64);
+
+/// What the lock needs from the world around it.
+pub(crate) trait Env<W32> {
+    /// Spins before a contended waiter sleeps.
+    const SPINS: u32;
+    /// The calling thread's id and start time (as [`liveness::record`] keeps it).
+    fn me(&self) -> (u32, StartTime);
+    /// Whether thread `tid`, whose record says it started at `recorded`
+    /// (`None`: unknown for this acquisition), is dead.
+    fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool;
+    /// The caller's pid namespace (0: unknown).
+    fn namespace(&self) -> u64;
+    /// A spin-wait hint.
+    fn pause(&self);
+    /// Sleeps while `futex` holds `expected`, at most `nap`.
+    fn sleep(&self, futex: &W32, expected: u32, nap: Duration);
+    /// Wakes one sleeper on `futex`.
+    fn wake(&self, futex: &W32);
+    /// A memory fence.
+    fn fence(&self, order: Ordering);
+    /// A point in time (the model's clock counts its sleeps).
+    type Instant: Copy;
+    /// Now.
+    fn now(&self) -> Self::Instant;
+    /// Time passed since `then`.
+    fn since(&self, then: Self::Instant) -> Duration;
+}
+
+/// The operating system, with an injectable liveness check (tests simulate
+/// dead and live holders with it).
+#[derive(Clone, Copy)]
+pub(crate) struct Os<F>(pub(crate) F);
+
+/// The operating system's own liveness check.
+pub(crate) const OS: Os<fn(u32, Option<StartTime>) -> bool> = Os(liveness::is_dead);
+
+impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
+    const SPINS: u32 = SPIN_LIMIT;
+
+    #[inline(always)]
+    fn me(&self) -> (u32, StartTime) {
+        let (tid, start) = sys::current_identity();
+        (tid, liveness::own_start(start))
+    }
+
+    fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {
+        (self.0)(tid, recorded)
+    }
+
+    fn namespace(&self) -> u64 {
+        sys::pid_namespace()
+    }
+
+    #[inline(always)]
+    fn pause(&self) {
+        spin_loop();
+    }
+
+    fn sleep(&self, futex: &AtomicU32, expected: u32, nap: Duration) {
+        sys::futex_wait(futex, expected, nap);
+    }
+
+    fn wake(&self, futex: &AtomicU32) {
+        sys::futex_wake(futex, 1);
+    }
+
+    #[inline(always)]
+    fn fence(&self, order: Ordering) {
+        fence(order);
+    }
+
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn since(&self, then: Instant) -> Duration {
+        then.elapsed()
+    }
+}
+
 /// A mutual-exclusion lock placed in shared memory that keeps working when its
 /// holder dies.
 ///
 /// It is 128 bytes of atomics (a cache line pair of its own) and all-zero bytes
 /// are an unlocked, consistent lock, so a fresh segment holds a valid one.
 ///
+/// # Words
+///
+/// | offset | size | word | contents |
+/// |---:|---:|---|---|
+/// | 0 | 8 | `owner` | bits 0-30 holder tid (0: free), bit 31 `WAITERS`, bits 32-63 generation |
+/// | 8 | 4 | `wakes` | futex word: a count that every waking unlock increments |
+/// | 12 | 4 | `flags` | bit 0 `INCONSISTENT`, bit 1 `POISONED` |
+/// | 16 | 8 | `record` | holder's start time (clock ticks since boot) << 24, generation's low 24 bits |
+/// | 24 | 8 | `sequence` | seqlock count, odd while a holder may write |
+/// | 32 | 8 | `namespace` | the users' pid namespace (inode of `/proc/self/ns/pid`), 0: unknown |
+/// | 40 | 88 | reserved | 0 |
+///
 /// # Protocol
 ///
-/// `word` (a futex word):
+/// `owner`, with `g` the generation and `tid` a thread id:
 ///
 /// | value | meaning |
 /// |---|---|
-/// | `0` | free |
-/// | `tid` | held by thread `tid`, nobody sleeping |
-/// | `tid \| 1 << 31` | held by `tid`, a waiter may be sleeping (unlock must wake) |
+/// | `g << 32` | free; the last acquisition was generation `g` |
+/// | `g << 32 \| tid` | acquisition `g`, held by `tid`, nobody sleeping |
+/// | `g << 32 \| 1 << 31 \| tid` | acquisition `g`, held by `tid`, a waiter may be sleeping |
 ///
-/// - Lock: CAS `0 -> tid` (Acquire + Release, pairs with the unlocking swap and
-///   with waiters' loads), then record the holder's start time. Contended: spin,
-///   then set the WAITERS bit and `futex_wait` (shared, never private) with a
-///   timeout. After each sleep, if the same thread still holds it, check that it
-///   is alive: `kill(tid, 0)`, not a zombie in `/proc/<tid>/stat`, and started at
-///   the recorded time (TID reuse). A dead holder's lock is taken over with a CAS
-///   from the observed word, and the new holder learns `owner_died`.
-/// - Unlock: clear the start time, swap the word to 0 (Release); wake one waiter
-///   if the WAITERS bit was set.
-/// - Between winning the CAS and recording its start time a holder shows start
-///   time 0; a waiter then relies on `kill` and `/proc` alone and never calls such
-///   a holder dead because the record is missing.
+/// - **Lock**: load `owner`; if free, CAS it from that value to
+///   `(g + 1) << 32 | tid` (Acquire; the generation counts acquisitions and
+///   wraps). Then write `record` for generation `g + 1`.
+/// - **Contended**: spin; then read `wakes` (Acquire), set `WAITERS` with a CAS
+///   from the observed owner word (or, if it is set already, check that the
+///   word is unchanged), and `futex_wait` on `wakes` (shared, never private)
+///   with the value read, for at most 10 ms. An unlock after that check
+///   increments `wakes` before it wakes anyone, so the sleep cannot miss it.
+/// - **Unlock**: swap `owner` to `g << 32` (Release); if `WAITERS` was set,
+///   increment `wakes` (Release) and wake one sleeper. A waiter that slept
+///   keeps `WAITERS` set when it acquires, since others may still sleep.
+/// - **Takeover**: after each sleep, a waiter that finds the *same acquisition*
+///   (generation and tid) it went to sleep on judges it: it loads `record` and
+///   uses its start time only if the record's tag is that generation's (else
+///   the start time is unknown: the holder won the CAS and has not written it
+///   yet, and it counts as dead only if no task with its id exists). Dead means
+///   no such task, a zombie, or a task with that id that started at another
+///   time (reuse). A dead holder's lock is taken with a CAS from the *whole*
+///   observed owner word, so it succeeds only on the judged acquisition: if
+///   the holder released and anyone acquired again, even the same thread, the
+///   generation differs and the CAS fails. The new holder learns `owner_died`.
+///   The generation wraps after 2^32 acquisitions and the record's tag after
+///   2^24; a judge is fooled only if that many happen between two of its
+///   loads and the thread ids line up.
 ///
 /// `flags` records recovery: `INCONSISTENT` from a takeover until the new holder
 /// marks the data consistent; `POISONED` if it releases without doing so. This is
@@ -71,21 +253,23 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 /// [`Shared`](crate::Shared) wrap a pointer to this struct instead.
 #[repr(C, align(128))]
 pub struct ShmMutex {
-    word: AtomicU32,
+    owner: AtomicU64,
+    wakes: AtomicU32,
     flags: AtomicU32,
-    owner_start: AtomicU64,
+    record: AtomicU64,
     sequence: AtomicU64,
     namespace: AtomicU64,
-    reserved: [AtomicU64; 12],
+    reserved: [AtomicU64; 11],
 }
 
 const _: () = assert!(std::mem::size_of::<ShmMutex>() == 128);
 const _: () = assert!(std::mem::align_of::<ShmMutex>() == 128);
-const _: () = assert!(std::mem::offset_of!(ShmMutex, word) == 0);
-const _: () = assert!(std::mem::offset_of!(ShmMutex, flags) == 4);
-const _: () = assert!(std::mem::offset_of!(ShmMutex, owner_start) == 8);
-const _: () = assert!(std::mem::offset_of!(ShmMutex, sequence) == 16);
-const _: () = assert!(std::mem::offset_of!(ShmMutex, namespace) == 24);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, owner) == 0);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, wakes) == 8);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, flags) == 12);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, record) == 16);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, sequence) == 24);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, namespace) == 32);
 
 /// What a successful lock reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,21 +308,296 @@ pub enum LockFailure {
 
 /// The thread holding a lock, as far as the lock records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Holder {
     /// Thread id.
     pub tid: u32,
-    /// Its start time (clock ticks since boot), or 0 if not recorded yet.
+    /// Its start time (clock ticks since boot), or 0 if not recorded yet for
+    /// this acquisition.
     pub start_time: u64,
+    /// The acquisition's generation (changes with every acquisition).
+    pub generation: u32,
 }
 
-/// Whether the task `tid`, recorded as started at `recorded` (0: unknown), is dead.
-pub(crate) fn holder_is_dead(tid: u32, recorded: StartTime) -> bool {
-    if tid == 0 {
-        return true;
+/// The lock's words, in whatever memory they live: the algorithm.
+pub(crate) struct Core<'a, W32, W64> {
+    pub(crate) owner: &'a W64,
+    pub(crate) wakes: &'a W32,
+    pub(crate) flags: &'a W32,
+    pub(crate) record: &'a W64,
+    pub(crate) sequence: &'a W64,
+    pub(crate) namespace: &'a W64,
+}
+
+/// The holder's tid in an owner word.
+#[inline(always)]
+fn tid_of(owner: u64) -> u32 {
+    (owner & TID_MASK) as u32
+}
+
+impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
+    /// The uncontended path alone: one load, one CAS and the bookkeeping, small
+    /// enough to inline. `None`: take the full path.
+    #[inline(always)]
+    pub(crate) fn acquire_uncontended<E: Env<W32>>(
+        &self,
+        env: &E,
+        honor_poison: bool,
+    ) -> Option<Result<Acquired, LockFailure>> {
+        let (tid, start) = env.me();
+        let observed = self.owner.load(Ordering::Relaxed);
+        if observed & ID_MASK != 0 {
+            return None;
+        }
+        let won = next(observed, tid);
+        self.owner
+            .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        Some(self.acquired(env, won, start, honor_poison))
     }
-    match sys::task_state(tid) {
-        TaskState::Dead => true,
-        TaskState::Alive(start) => recorded != 0 && start != recorded,
+
+    /// Takes the lock, waiting at most `timeout` (`None`: as long as it takes).
+    #[inline]
+    pub(crate) fn acquire<E: Env<W32>>(
+        &self,
+        env: &E,
+        timeout: Option<Duration>,
+        honor_poison: bool,
+    ) -> Result<Acquired, LockFailure> {
+        if let Some(result) = self.acquire_uncontended(env, honor_poison) {
+            return result;
+        }
+        self.acquire_contended(env, timeout, honor_poison)
+    }
+
+    #[cold]
+    fn acquire_contended<E: Env<W32>>(
+        &self,
+        env: &E,
+        timeout: Option<Duration>,
+        honor_poison: bool,
+    ) -> Result<Acquired, LockFailure> {
+        let (tid, start) = env.me();
+        let started = env.now();
+        let mut spins = 0;
+        let mut slept = false;
+        loop {
+            let observed = self.owner.load(Ordering::Acquire);
+            if observed & ID_MASK == 0 {
+                // Once we have slept, other sleepers may remain: keep the bit so
+                // our unlock wakes them.
+                let won = next(observed, tid) | if slept { WAITERS } else { 0 };
+                if self
+                    .owner
+                    .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired(env, won, start, honor_poison);
+                }
+                continue;
+            }
+            if spins < E::SPINS {
+                spins += 1;
+                env.pause();
+                continue;
+            }
+            let waited = env.since(started);
+            if let Some(timeout) = timeout {
+                if waited >= timeout {
+                    return Err(self.timed_out(env, observed));
+                }
+            }
+            // Read the wake count before checking the word again: an unlock
+            // after the check increments it, and the sleep then returns at once.
+            let wakes = self.wakes.load(Ordering::Acquire);
+            if observed & WAITERS == 0 {
+                if self
+                    .owner
+                    .compare_exchange(
+                        observed,
+                        observed | WAITERS,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+            } else if self.owner.load(Ordering::Relaxed) != observed {
+                continue;
+            }
+            let nap = timeout.map_or(LIVENESS_INTERVAL, |t| {
+                t.saturating_sub(waited).min(LIVENESS_INTERVAL)
+            });
+            env.sleep(self.wakes, wakes, nap);
+            slept = true;
+
+            // The same acquisition all through our sleep: is its holder alive?
+            let now = self.owner.load(Ordering::Acquire);
+            if now & ACQUISITION_MASK == observed & ACQUISITION_MASK
+                && self.foreign_namespace(env).is_none()
+                && self.holder_dead(env, now)
+            {
+                if let Some(result) = self.take_over(env, now, tid, start, honor_poison) {
+                    return result;
+                }
+            }
+        }
+    }
+
+    /// Takes the lock if that needs no waiting; a dead holder's lock is taken over.
+    pub(crate) fn try_acquire<E: Env<W32>>(
+        &self,
+        env: &E,
+        honor_poison: bool,
+    ) -> Result<Acquired, LockFailure> {
+        let (tid, start) = env.me();
+        let mut observed = self.owner.load(Ordering::Acquire);
+        if observed & ID_MASK == 0 {
+            let won = next(observed, tid);
+            match self
+                .owner
+                .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return self.acquired(env, won, start, honor_poison),
+                Err(now) => observed = now,
+            }
+        }
+        let would_block = LockFailure::WouldBlock {
+            holder: tid_of(observed),
+        };
+        if observed & ID_MASK != 0
+            && self.foreign_namespace(env).is_none()
+            && self.holder_dead(env, observed)
+        {
+            return self
+                .take_over(env, observed, tid, start, honor_poison)
+                .unwrap_or(Err(would_block));
+        }
+        Err(would_block)
+    }
+
+    #[cold]
+    fn timed_out<E: Env<W32>>(&self, env: &E, observed: u64) -> LockFailure {
+        match self.foreign_namespace(env) {
+            Some((ours, theirs)) => LockFailure::ForeignNamespace {
+                holder: tid_of(observed),
+                ours,
+                theirs,
+            },
+            None => LockFailure::Timeout {
+                holder: tid_of(observed),
+            },
+        }
+    }
+
+    /// `Some((ours, theirs))` if the lock's users live in another pid namespace.
+    fn foreign_namespace<E: Env<W32>>(&self, env: &E) -> Option<(u64, u64)> {
+        let theirs = self.namespace.load(Ordering::Relaxed);
+        if theirs == 0 {
+            return None;
+        }
+        let ours = env.namespace();
+        (ours != 0 && ours != theirs).then_some((ours, theirs))
+    }
+
+    /// The start time recorded for the acquisition `owner` names, if recorded.
+    fn recorded_start(&self, owner: u64) -> Option<StartTime> {
+        // Loaded after the owner word (Acquire): a record of this generation is
+        // this acquisition's; any other tag (older, or a later holder's) is not.
+        liveness::recorded_start(self.record.load(Ordering::Relaxed), generation(owner))
+    }
+
+    /// Whether the holder of the acquisition `owner` is dead.
+    fn holder_dead<E: Env<W32>>(&self, env: &E, owner: u64) -> bool {
+        env.is_dead(tid_of(owner), self.recorded_start(owner))
+    }
+
+    /// Takes the lock from the dead holder of the acquisition `observed`. `None`
+    /// if the owner word changed meanwhile (released, re-acquired, taken over).
+    fn take_over<E: Env<W32>>(
+        &self,
+        env: &E,
+        observed: u64,
+        tid: u32,
+        start: StartTime,
+        honor_poison: bool,
+    ) -> Option<Result<Acquired, LockFailure>> {
+        // Keep WAITERS: other threads may be asleep.
+        let won = next(observed, tid) | WAITERS;
+        self.owner
+            .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        self.flags.fetch_or(INCONSISTENT, Ordering::AcqRel);
+        Some(self.acquired(env, won, start, honor_poison))
+    }
+
+    /// Bookkeeping right after winning the owner word as `won`.
+    #[inline(always)]
+    fn acquired<E: Env<W32>>(
+        &self,
+        env: &E,
+        won: u64,
+        start: StartTime,
+        honor_poison: bool,
+    ) -> Result<Acquired, LockFailure> {
+        self.record
+            .store(liveness::record(start, generation(won)), Ordering::Relaxed);
+        let flags = self.flags.load(Ordering::Acquire);
+        if honor_poison && flags & POISONED != 0 {
+            self.release(env);
+            return Err(LockFailure::Poisoned);
+        }
+        // Seqlock: odd while we may write. A dead holder may have left it odd.
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        if sequence % 2 == 0 {
+            self.sequence
+                .store(sequence.wrapping_add(1), Ordering::Relaxed);
+            // Orders the odd count before our writes to the protected data.
+            env.fence(Ordering::Release);
+        }
+        Ok(Acquired {
+            owner_died: flags & INCONSISTENT != 0,
+        })
+    }
+
+    /// Releases the lock; the caller holds it.
+    #[inline(always)]
+    pub(crate) fn release<E: Env<W32>>(&self, env: &E) {
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        if sequence % 2 == 1 {
+            // Release: readers that see the even count see our writes.
+            self.sequence
+                .store(sequence.wrapping_add(1), Ordering::Release);
+        }
+        // Only we change the generation while we hold the lock; waiters only
+        // add WAITERS, which the swap returns.
+        let held = self.owner.load(Ordering::Relaxed);
+        let previous = self.owner.swap(held & GENERATION_MASK, Ordering::Release);
+        if previous & WAITERS != 0 {
+            self.wakes.fetch_add(1, Ordering::Release);
+            env.wake(self.wakes);
+        }
+    }
+
+    pub(crate) fn mark_consistent(&self) {
+        self.flags.fetch_and(!INCONSISTENT, Ordering::AcqRel);
+    }
+
+    /// The current holder, if the lock is held.
+    pub(crate) fn holder(&self) -> Option<Holder> {
+        let owner = self.owner.load(Ordering::Acquire);
+        (owner & ID_MASK != 0).then(|| Holder {
+            tid: tid_of(owner),
+            start_time: self.recorded_start(owner).unwrap_or(0),
+            generation: generation(owner),
+        })
+    }
+
+    /// Whether the current holder, if any, is dead (as a waiter would judge it).
+    pub(crate) fn holder_is_dead<E: Env<W32>>(&self, env: &E) -> Option<bool> {
+        let owner = self.owner.load(Ordering::Acquire);
+        (owner & ID_MASK != 0).then(|| self.holder_dead(env, owner))
     }
 }
 
@@ -146,13 +605,27 @@ impl ShmMutex {
     /// An unlocked, consistent lock (all zeroes).
     #[allow(clippy::declare_interior_mutable_const)] // a constructor value, as in lock_api
     pub const INIT: ShmMutex = ShmMutex {
-        word: AtomicU32::new(0),
+        owner: AtomicU64::new(0),
+        wakes: AtomicU32::new(0),
         flags: AtomicU32::new(0),
-        owner_start: AtomicU64::new(0),
+        record: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
         namespace: AtomicU64::new(0),
-        reserved: [const { AtomicU64::new(0) }; 12],
+        reserved: [const { AtomicU64::new(0) }; 11],
     };
+
+    /// The algorithm over this lock's words.
+    #[inline(always)]
+    fn core(&self) -> Core<'_, AtomicU32, AtomicU64> {
+        Core {
+            owner: &self.owner,
+            wakes: &self.wakes,
+            flags: &self.flags,
+            record: &self.record,
+            sequence: &self.sequence,
+            namespace: &self.namespace,
+        }
+    }
 
     /// Records the pid namespace its users live in (done once, when the segment
     /// is initialised; 0 means unknown and disables the check).
@@ -168,7 +641,7 @@ impl ShmMutex {
     /// [`LockFailure::ForeignNamespace`] when the holder cannot be checked.
     #[inline]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Acquired, LockFailure> {
-        self.acquire_with(timeout, true, &holder_is_dead)
+        self.core().acquire(&OS, timeout, true)
     }
 
     /// Takes the lock if that needs no waiting. A lock whose holder is dead is
@@ -180,201 +653,36 @@ impl ShmMutex {
     /// [`LockFailure::Poisoned`] if it is poisoned.
     #[inline]
     pub fn try_acquire(&self) -> Result<Acquired, LockFailure> {
-        self.try_acquire_with(true, &holder_is_dead)
+        self.core().try_acquire(&OS, true)
     }
 
-    /// The uncontended path alone: one CAS and the bookkeeping, small enough to
-    /// inline into callers. `None` means "take the full path" (contended, or
-    /// poisoned: the full path reports that).
+    /// The uncontended path alone, small enough to inline into callers. `None`
+    /// means "take the full path" (contended, or poisoned: the full path
+    /// reports that).
     #[inline(always)]
     pub(crate) fn acquire_uncontended(&self) -> Option<Acquired> {
-        let tid = sys::current_tid();
-        self.word
-            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
-        self.acquired(true).ok()
+        self.core().acquire_uncontended(&OS, true)?.ok()
     }
 
-    pub(crate) fn try_acquire_with(
-        &self,
-        honor_poison: bool,
-        is_dead: &dyn Fn(u32, StartTime) -> bool,
-    ) -> Result<Acquired, LockFailure> {
-        let tid = sys::current_tid();
-        match self
-            .word
-            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => self.acquired(honor_poison),
-            Err(current) => {
-                if self.foreign_namespace().is_none() && self.holder_dead(current, is_dead) {
-                    self.take_over(current, tid, honor_poison).unwrap_or(Err(
-                        LockFailure::WouldBlock {
-                            holder: current & TID_MASK,
-                        },
-                    ))
-                } else {
-                    Err(LockFailure::WouldBlock {
-                        holder: current & TID_MASK,
-                    })
-                }
-            }
-        }
-    }
-
-    /// The lock with an injectable liveness check (tests simulate dead holders).
-    #[inline]
+    /// [`acquire`](ShmMutex::acquire) with an injected liveness check.
+    #[cfg(test)]
     pub(crate) fn acquire_with(
         &self,
         timeout: Option<Duration>,
         honor_poison: bool,
-        is_dead: &dyn Fn(u32, StartTime) -> bool,
+        is_dead: impl Fn(u32, Option<StartTime>) -> bool,
     ) -> Result<Acquired, LockFailure> {
-        let tid = sys::current_tid();
-        if self
-            .word
-            .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            return self.acquired(honor_poison);
-        }
-        self.acquire_contended(tid, timeout, honor_poison, is_dead)
+        self.core().acquire(&Os(is_dead), timeout, honor_poison)
     }
 
-    #[cold]
-    fn acquire_contended(
+    /// [`try_acquire`](ShmMutex::try_acquire) with an injected liveness check.
+    #[cfg(test)]
+    pub(crate) fn try_acquire_with(
         &self,
-        tid: u32,
-        timeout: Option<Duration>,
         honor_poison: bool,
-        is_dead: &dyn Fn(u32, StartTime) -> bool,
+        is_dead: impl Fn(u32, Option<StartTime>) -> bool,
     ) -> Result<Acquired, LockFailure> {
-        let started = Instant::now();
-        let mut spins = 0;
-        let mut slept = false;
-        loop {
-            let current = self.word.load(Ordering::Relaxed);
-            if current == 0 {
-                // Once we have slept, other sleepers may remain: keep the bit so
-                // our unlock wakes them.
-                let desired = if slept { tid | WAITERS } else { tid };
-                if self
-                    .word
-                    .compare_exchange(0, desired, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return self.acquired(honor_poison);
-                }
-                continue;
-            }
-            if spins < SPIN_LIMIT {
-                spins += 1;
-                spin_loop();
-                continue;
-            }
-            let waited = started.elapsed();
-            if let Some(timeout) = timeout {
-                if waited >= timeout {
-                    return Err(match self.foreign_namespace() {
-                        Some((ours, theirs)) => LockFailure::ForeignNamespace {
-                            holder: current & TID_MASK,
-                            ours,
-                            theirs,
-                        },
-                        None => LockFailure::Timeout {
-                            holder: current & TID_MASK,
-                        },
-                    });
-                }
-            }
-            // Announce that we sleep, so the holder's unlock wakes us.
-            if current & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(
-                        current,
-                        current | WAITERS,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-            {
-                continue;
-            }
-            let nap = timeout.map_or(LIVENESS_INTERVAL, |t| {
-                t.saturating_sub(waited).min(LIVENESS_INTERVAL)
-            });
-            sys::futex_wait(&self.word, current | WAITERS, nap);
-            slept = true;
-
-            // Still the same holder after a sleep: is it alive?
-            let now = self.word.load(Ordering::Acquire);
-            if now != 0
-                && now & TID_MASK == current & TID_MASK
-                && self.foreign_namespace().is_none()
-                && self.holder_dead(now, is_dead)
-            {
-                if let Some(result) = self.take_over(now, tid, honor_poison) {
-                    return result;
-                }
-            }
-        }
-    }
-
-    /// `Some((ours, theirs))` if the lock's users live in another pid namespace.
-    fn foreign_namespace(&self) -> Option<(u64, u64)> {
-        let theirs = self.namespace.load(Ordering::Relaxed);
-        if theirs == 0 {
-            return None;
-        }
-        let ours = sys::pid_namespace();
-        (ours != 0 && ours != theirs).then_some((ours, theirs))
-    }
-
-    fn holder_dead(&self, word: u32, is_dead: &dyn Fn(u32, StartTime) -> bool) -> bool {
-        // Read after the word (Acquire): never older than the current holder's
-        // record; 0 while the holder has not written it yet.
-        let recorded = self.owner_start.load(Ordering::Relaxed);
-        is_dead(word & TID_MASK, recorded)
-    }
-
-    /// Takes the lock from a dead holder whose word is `observed`. `None` if the
-    /// word changed meanwhile (someone else took over or it was released).
-    fn take_over(
-        &self,
-        observed: u32,
-        tid: u32,
-        honor_poison: bool,
-    ) -> Option<Result<Acquired, LockFailure>> {
-        // Keep WAITERS: other threads may be asleep on the word.
-        self.word
-            .compare_exchange(observed, tid | WAITERS, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()?;
-        self.flags.fetch_or(INCONSISTENT, Ordering::AcqRel);
-        Some(self.acquired(honor_poison))
-    }
-
-    /// Bookkeeping right after winning the lock word.
-    #[inline(always)]
-    fn acquired(&self, honor_poison: bool) -> Result<Acquired, LockFailure> {
-        self.owner_start
-            .store(sys::current_start_time(), Ordering::Relaxed);
-        let flags = self.flags.load(Ordering::Acquire);
-        if honor_poison && flags & POISONED != 0 {
-            self.release();
-            return Err(LockFailure::Poisoned);
-        }
-        // Seqlock: odd while we may write. A dead holder may have left it odd.
-        let sequence = self.sequence.load(Ordering::Relaxed);
-        if sequence % 2 == 0 {
-            self.sequence
-                .store(sequence.wrapping_add(1), Ordering::Relaxed);
-            // Orders the odd count before our writes to the protected data.
-            fence(Ordering::Release);
-        }
-        Ok(Acquired {
-            owner_died: flags & INCONSISTENT != 0,
-        })
+        self.core().try_acquire(&Os(is_dead), honor_poison)
     }
 
     /// Releases the lock.
@@ -384,22 +692,12 @@ impl ShmMutex {
     /// not memory safety of this struct, which is all atomics.
     #[inline(always)]
     pub fn release(&self) {
-        let sequence = self.sequence.load(Ordering::Relaxed);
-        if sequence % 2 == 1 {
-            // Release: readers that see the even count see our writes.
-            self.sequence
-                .store(sequence.wrapping_add(1), Ordering::Release);
-        }
-        self.owner_start.store(0, Ordering::Relaxed);
-        let previous = self.word.swap(0, Ordering::Release);
-        if previous & WAITERS != 0 {
-            sys::futex_wake(&self.word, 1);
-        }
+        self.core().release(&OS);
     }
 
     /// Declares the protected data consistent after an `owner_died` acquisition.
     pub fn mark_consistent(&self) {
-        self.flags.fetch_and(!INCONSISTENT, Ordering::AcqRel);
+        self.core().mark_consistent();
     }
 
     /// Poisons the lock (what a guard does when it is dropped after an
@@ -422,17 +720,12 @@ impl ShmMutex {
 
     /// The current holder, if the lock is held.
     pub fn holder(&self) -> Option<Holder> {
-        let word = self.word.load(Ordering::Acquire);
-        (word != 0).then(|| Holder {
-            tid: word & TID_MASK,
-            start_time: self.owner_start.load(Ordering::Relaxed),
-        })
+        self.core().holder()
     }
 
     /// Whether the recorded holder, if any, is dead (as a waiter would judge it).
     pub fn holder_is_dead(&self) -> Option<bool> {
-        let word = self.word.load(Ordering::Acquire);
-        (word != 0).then(|| self.holder_dead(word, &holder_is_dead))
+        self.core().holder_is_dead(&OS)
     }
 
     /// Copies protected data without taking the lock, seqlock style: `copy` runs
@@ -457,11 +750,11 @@ impl ShmMutex {
                     return Ok(value);
                 }
             }
-            attempts += 1;
+            attempts = attempts.wrapping_add(1);
             if attempts % 64 == 0 {
                 if started.elapsed() >= timeout {
                     return Err(LockFailure::Timeout {
-                        holder: self.word.load(Ordering::Relaxed) & TID_MASK,
+                        holder: tid_of(self.owner.load(Ordering::Relaxed)),
                     });
                 }
                 std::thread::yield_now();
@@ -469,6 +762,41 @@ impl ShmMutex {
                 spin_loop();
             }
         }
+    }
+}
+
+/// What `shm ls` shows of a lock, decoded from its bytes as copied out of a
+/// segment (at least the first 40 of the 128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LockView {
+    pub holder: Option<Holder>,
+    pub holder_dead: Option<bool>,
+    pub poisoned: bool,
+}
+
+impl LockView {
+    /// Decodes `bytes`; `None` if there are fewer than 40.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<LockView> {
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(
+                bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+            ))
+        };
+        let owner = word(0)?;
+        let flags = u32::from_ne_bytes(bytes.get(12..16)?.try_into().ok()?);
+        let record = word(16)?;
+        let _ = word(32)?;
+        let held = owner & ID_MASK != 0;
+        let recorded = liveness::recorded_start(record, generation(owner));
+        Some(LockView {
+            holder: held.then(|| Holder {
+                tid: tid_of(owner),
+                start_time: recorded.unwrap_or(0),
+                generation: generation(owner),
+            }),
+            holder_dead: held.then(|| liveness::is_dead(tid_of(owner), recorded)),
+            poisoned: flags & POISONED != 0,
+        })
     }
 }
 
@@ -496,14 +824,14 @@ unsafe impl lock_api::RawMutex for ShmMutex {
         loop {
             // With no timeout and poisoning ignored, only a foreign namespace at a
             // deadline could fail, and there is no deadline.
-            if self.acquire_with(None, false, &holder_is_dead).is_ok() {
+            if self.core().acquire(&OS, None, false).is_ok() {
                 return;
             }
         }
     }
 
     fn try_lock(&self) -> bool {
-        self.try_acquire_with(false, &holder_is_dead).is_ok()
+        self.core().try_acquire(&OS, false).is_ok()
     }
 
     unsafe fn unlock(&self) {
@@ -511,7 +839,7 @@ unsafe impl lock_api::RawMutex for ShmMutex {
     }
 
     fn is_locked(&self) -> bool {
-        self.word.load(Ordering::Relaxed) != 0
+        self.owner.load(Ordering::Relaxed) & ID_MASK != 0
     }
 }
 
@@ -519,10 +847,10 @@ unsafe impl lock_api::RawMutex for ShmMutex {
 mod tests {
     use super::*;
 
-    fn never_dead(_: u32, _: StartTime) -> bool {
+    fn never_dead(_: u32, _: Option<StartTime>) -> bool {
         false
     }
-    fn always_dead(_: u32, _: StartTime) -> bool {
+    fn always_dead(_: u32, _: Option<StartTime>) -> bool {
         true
     }
 
@@ -541,12 +869,12 @@ mod tests {
     #[test]
     fn try_acquire_reports_a_live_holder() {
         let lock = ShmMutex::INIT;
-        lock.word.store(4242, Ordering::Relaxed);
+        lock.owner.store(4242, Ordering::Relaxed);
         assert_eq!(
-            lock.try_acquire_with(true, &never_dead),
+            lock.try_acquire_with(true, never_dead),
             Err(LockFailure::WouldBlock { holder: 4242 })
         );
-        let result = lock.acquire_with(Some(Duration::from_millis(30)), true, &never_dead);
+        let result = lock.acquire_with(Some(Duration::from_millis(30)), true, never_dead);
         assert_eq!(result, Err(LockFailure::Timeout { holder: 4242 }));
     }
 
@@ -554,10 +882,10 @@ mod tests {
     fn dead_holder_is_taken_over_then_poisoned_then_reset() {
         let lock = ShmMutex::INIT;
         // A holder that died mid-write: word held, sequence odd.
-        lock.word.store(4242 | WAITERS, Ordering::Relaxed);
+        lock.owner.store(4242 | WAITERS, Ordering::Relaxed);
         lock.sequence.store(7, Ordering::Relaxed);
         let acquired = lock
-            .acquire_with(Some(Duration::from_secs(5)), true, &always_dead)
+            .acquire_with(Some(Duration::from_secs(5)), true, always_dead)
             .unwrap();
         assert!(acquired.owner_died);
         assert_eq!(lock.holder().unwrap().tid, sys::current_tid());
@@ -566,12 +894,12 @@ mod tests {
         lock.release();
         assert_eq!(lock.sequence.load(Ordering::Relaxed), 8);
         assert_eq!(
-            lock.acquire_with(None, true, &never_dead),
+            lock.acquire_with(None, true, never_dead),
             Err(LockFailure::Poisoned)
         );
         assert!(lock.holder().is_none(), "a refused lock is released again");
         lock.reset_poison();
-        let acquired = lock.acquire_with(None, true, &never_dead).unwrap();
+        let acquired = lock.acquire_with(None, true, never_dead).unwrap();
         assert!(!acquired.owner_died);
         lock.release();
     }
@@ -579,15 +907,11 @@ mod tests {
     #[test]
     fn marking_consistent_after_takeover_clears_owner_died() {
         let lock = ShmMutex::INIT;
-        lock.word.store(77, Ordering::Relaxed);
-        assert!(
-            lock.try_acquire_with(true, &always_dead)
-                .unwrap()
-                .owner_died
-        );
+        lock.owner.store(77, Ordering::Relaxed);
+        assert!(lock.try_acquire_with(true, always_dead).unwrap().owner_died);
         lock.mark_consistent();
         lock.release();
-        let again = lock.acquire_with(None, true, &never_dead).unwrap();
+        let again = lock.acquire_with(None, true, never_dead).unwrap();
         assert!(!again.owner_died);
         lock.release();
         assert!(!lock.is_poisoned());
@@ -597,8 +921,8 @@ mod tests {
     fn foreign_namespace_is_never_taken_over() {
         let lock = ShmMutex::INIT;
         lock.set_namespace(sys::pid_namespace().wrapping_add(1));
-        lock.word.store(4242, Ordering::Relaxed);
-        let result = lock.acquire_with(Some(Duration::from_millis(30)), true, &always_dead);
+        lock.owner.store(4242, Ordering::Relaxed);
+        let result = lock.acquire_with(Some(Duration::from_millis(30)), true, always_dead);
         assert!(
             matches!(
                 result,

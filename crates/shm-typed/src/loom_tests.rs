@@ -293,3 +293,307 @@ fn mpmc_wraps_around_a_lap_in_order() {
         assert_eq!(received, [1, 2, 3]);
     });
 }
+
+// ---------------------------------------------------------------------------
+// The lock: the shipping algorithm (`lock::Core`) over loom's atomics, with a
+// liveness oracle the model changes between any two steps.
+
+mod lock {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicU32, AtomicU64};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use crate::lock::{Core, Env, LockFailure};
+    use crate::sys::StartTime;
+
+    crate::lock::impl_atomic!(AtomicU32, u32);
+    crate::lock::impl_atomic!(AtomicU64, u64);
+
+    /// Thread ids 1..=3 exist in the model.
+    const TASKS: usize = 4;
+
+    /// The lock's words and the data it protects.
+    struct Locked {
+        owner: AtomicU64,
+        wakes: AtomicU32,
+        flags: AtomicU32,
+        record: AtomicU64,
+        sequence: AtomicU64,
+        namespace: AtomicU64,
+        /// Written under the lock without atomics: loom reports two holders
+        /// as a data race on it.
+        data: UnsafeCell<u64>,
+        /// The oracle: `tasks[tid]` is the start time of the live task with
+        /// that id, 0 if none. Threads change it (dying, a new task taking a
+        /// dead one's id) at any point the model chooses.
+        tasks: [AtomicU64; TASKS],
+    }
+
+    impl Locked {
+        fn new() -> Arc<Locked> {
+            Arc::new(Locked {
+                owner: AtomicU64::new(0),
+                wakes: AtomicU32::new(0),
+                flags: AtomicU32::new(0),
+                record: AtomicU64::new(0),
+                sequence: AtomicU64::new(0),
+                namespace: AtomicU64::new(0),
+                data: UnsafeCell::new(0),
+                tasks: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        }
+
+        fn core(&self) -> Core<'_, AtomicU32, AtomicU64> {
+            Core {
+                owner: &self.owner,
+                wakes: &self.wakes,
+                flags: &self.flags,
+                record: &self.record,
+                sequence: &self.sequence,
+                namespace: &self.namespace,
+            }
+        }
+
+        /// Starts task `tid` with start time `start` (no yield point: done
+        /// before the thread that plays it is spawned, or by the thread that
+        /// replaces a dead task).
+        fn born(&self, tid: u32, start: StartTime) {
+            self.tasks[tid as usize].store(start, Ordering::SeqCst);
+        }
+
+        /// One thread's view of the world.
+        fn task(locked: &Arc<Locked>, tid: u32, start: StartTime) -> Task {
+            Task {
+                clock: std::cell::Cell::new(Duration::ZERO),
+                locked: locked.clone(),
+                tid,
+                start,
+            }
+        }
+    }
+
+    struct Task {
+        /// This thread's clock: the naps it slept.
+        clock: std::cell::Cell<Duration>,
+        locked: Arc<Locked>,
+        tid: u32,
+        start: StartTime,
+    }
+
+    impl Env<AtomicU32> for Task {
+        // Straight to the sleep and the liveness check: that is where the
+        // interleavings that matter are.
+        const SPINS: u32 = 0;
+
+        fn me(&self) -> (u32, StartTime) {
+            (self.tid, self.start)
+        }
+
+        fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {
+            let Some(task) = self.locked.tasks.get(tid as usize) else {
+                return true;
+            };
+            match task.load(Ordering::SeqCst) {
+                0 => true,
+                live => recorded.is_some_and(|recorded| recorded != live),
+            }
+        }
+
+        fn namespace(&self) -> u64 {
+            0
+        }
+
+        fn pause(&self) {
+            thread::yield_now();
+        }
+
+        /// A futex wait that returns at once if the value changed, and
+        /// otherwise lets the others run (a sleep whose timeout passed).
+        /// A futex wait that returns at once if the value changed, and
+        /// otherwise lets the others run; either way the model's clock moves
+        /// on by the nap, so every wait ends (at the caller's timeout).
+        fn sleep(&self, futex: &AtomicU32, expected: u32, nap: Duration) {
+            self.clock.set(self.clock.get() + nap);
+            if futex.load(Ordering::SeqCst) == expected {
+                thread::yield_now();
+            }
+        }
+
+        fn wake(&self, _futex: &AtomicU32) {}
+
+        fn fence(&self, order: Ordering) {
+            loom::sync::atomic::fence(order);
+        }
+
+        type Instant = Duration;
+
+        fn now(&self) -> Duration {
+            self.clock.get()
+        }
+
+        fn since(&self, then: Duration) -> Duration {
+            self.clock.get() - then
+        }
+    }
+
+    /// How long a model thread waits for the lock: a few naps, so every
+    /// execution ends; a thread that gives up has taken nothing.
+    const PATIENCE: Duration = Duration::from_millis(40);
+
+    impl Task {
+        /// Locks, adds one to the data without atomics, unlocks. `None` if it
+        /// gave up waiting; else whether the lock said its previous holder died.
+        fn increment(&self) -> Option<bool> {
+            let locked = &self.locked;
+            let acquired = match locked.core().acquire(self, Some(PATIENCE), true) {
+                Ok(acquired) => acquired,
+                Err(LockFailure::Timeout { .. }) => return None,
+                Err(other) => panic!("{other:?}"),
+            };
+            // SAFETY: the lock under test grants exclusivity; loom reports a
+            // race if it does not.
+            locked.data.with_mut(|data| unsafe { *data += 1 });
+            if acquired.owner_died {
+                locked.core().mark_consistent();
+            }
+            locked.core().release(self);
+            Some(acquired.owner_died)
+        }
+
+        /// Locks and dies holding the lock (the task with this id is gone
+        /// then, whether it got the lock or gave up waiting). Whether it got it.
+        fn lock_and_die(&self) -> bool {
+            let locked = &self.locked;
+            let got = locked.core().acquire(self, Some(PATIENCE), true).is_ok();
+            if got {
+                // SAFETY: as in increment.
+                locked.data.with_mut(|data| unsafe { *data += 1 });
+            }
+            locked.tasks[self.tid as usize].store(0, Ordering::SeqCst);
+            got
+        }
+
+        fn data(&self) -> u64 {
+            // SAFETY: read after every other thread of the model was joined.
+            self.locked.data.with(|data| unsafe { *data })
+        }
+    }
+
+    /// Counts the `Some`s and the `Some(true)`s (takeovers).
+    fn tally(results: &[Option<bool>]) -> (u64, u64) {
+        let done = results.iter().flatten().count() as u64;
+        let took_over = results.iter().flatten().filter(|died| **died).count() as u64;
+        (done, took_over)
+    }
+
+    /// The preemption bound: `LOOM_MAX_PREEMPTIONS` if set, else 2.
+    fn builder() -> loom::model::Builder {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(2));
+        builder
+    }
+
+    /// Three live threads, one of them locking twice (release and re-acquire):
+    /// nobody is ever judged dead, two holders never coexist (loom reports a
+    /// race on the data), and every increment that got the lock counts. A
+    /// waiter that judges the record of one acquisition against the owner word
+    /// of another, or that takes over by thread id alone, fails here.
+    #[test]
+    fn live_holders_are_never_taken_over() {
+        builder().check(|| {
+            let locked = Locked::new();
+            for (tid, start) in [(1, 10), (2, 20), (3, 30)] {
+                locked.born(tid, start);
+            }
+            let twice = {
+                let task = Locked::task(&locked, 1, 10);
+                thread::spawn(move || [task.increment(), task.increment()])
+            };
+            let once = {
+                let task = Locked::task(&locked, 2, 20);
+                thread::spawn(move || task.increment())
+            };
+            let me = Locked::task(&locked, 3, 30);
+            let mine = me.increment();
+            let [first, second] = twice.join().unwrap();
+            let results = [mine, first, second, once.join().unwrap()];
+            let (done, took_over) = tally(&results);
+            assert_eq!(took_over, 0, "a live holder was taken over: {results:?}");
+            assert_eq!(me.data(), done);
+        });
+    }
+
+    /// A holder that died holding the lock, its id then free or reused by a
+    /// task started later: the next locker takes the lock over and learns
+    /// `owner_died`; after it marked the data consistent, the one after that
+    /// does not.
+    #[test]
+    fn a_dead_holder_is_taken_over_once() {
+        for reuse in [false, true] {
+            builder().check(move || {
+                let locked = Locked::new();
+                locked.born(1, 10);
+                locked.born(2, 20);
+                let dying = {
+                    let task = Locked::task(&locked, 1, 10);
+                    let locked = locked.clone();
+                    thread::spawn(move || {
+                        assert!(task.lock_and_die(), "nobody else holds it");
+                        if reuse {
+                            // A new task gets the dead one's id.
+                            locked.born(1, 11);
+                        }
+                    })
+                };
+                let me = Locked::task(&locked, 2, 20);
+                dying.join().unwrap();
+                assert_eq!(
+                    me.increment(),
+                    Some(true),
+                    "the dead holder's lock is taken over"
+                );
+                assert_eq!(
+                    me.increment(),
+                    Some(false),
+                    "marked consistent: no owner_died"
+                );
+                assert_eq!(me.data(), 3);
+            });
+        }
+    }
+
+    /// A holder that dies holding the lock while two live threads want it,
+    /// all three running at once: at most one takeover of the one dead
+    /// acquisition, none if the dying thread locked last, and no two holders.
+    #[test]
+    fn a_holder_dying_under_two_waiters() {
+        builder().check(|| {
+            let locked = Locked::new();
+            for (tid, start) in [(1, 10), (2, 20), (3, 30)] {
+                locked.born(tid, start);
+            }
+            let dying = {
+                let task = Locked::task(&locked, 1, 10);
+                thread::spawn(move || task.lock_and_die())
+            };
+            let other = {
+                let task = Locked::task(&locked, 2, 20);
+                thread::spawn(move || task.increment())
+            };
+            let me = Locked::task(&locked, 3, 30);
+            let mine = me.increment();
+            let results = [mine, other.join().unwrap()];
+            let died_holding = u64::from(dying.join().unwrap());
+            let (done, took_over) = tally(&results);
+            assert!(
+                took_over <= died_holding,
+                "{results:?}: more takeovers than dead holders"
+            );
+            assert_eq!(me.data(), done + died_holding);
+        });
+    }
+}

@@ -48,6 +48,12 @@ const MAX_RETRIES: u32 = 1 << 20;
 /// A bounded ring of `T` that any number of producers and consumers, in any
 /// number of processes, use at once.
 ///
+/// Positions and sequence numbers count modulo 2^64 on purpose (wrapping
+/// arithmetic, comparisons by the sign of the difference): a ring keeps
+/// working past `u64::MAX`, and no value in the segment makes an operation
+/// panic; a peer writing nonsense gives [`Error::Corrupted`] after a bounded
+/// number of retries, or wrong values.
+///
 /// Each slot carries a sequence number (Dmitry Vyukov's bounded MPMC queue):
 /// slot `p % capacity` is free for position `p` when its sequence is `p`, and
 /// holds the value for position `p` when it is `p + 1`. A producer claims
@@ -220,8 +226,18 @@ impl<T: Pod> MpmcRing<T> {
 
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
+        Self::open_in_waiting(region, capacity, Duration::from_secs(1))
+    }
+
+    /// [`open_in`](MpmcRing::open_in), waiting at most `init_timeout` for the
+    /// creator (a store passes its own).
+    pub(crate) fn open_in_waiting(
+        region: Region,
+        capacity: u64,
+        init_timeout: Duration,
+    ) -> Result<MpmcRing<T>> {
         let spec = Self::spec(&Location::Heap, capacity)?;
-        header::open_region(&region, &spec)?;
+        header::open_region(&region, &spec, init_timeout)?;
         Ok(Self::from_parts(
             region,
             Backend::Heap,
@@ -381,11 +397,21 @@ impl<T: Pod> MpmcRing<T> {
     }
 
     /// Items in the ring now, approximately (positions move while we read them),
-    /// clamped to `0..=capacity`.
+    /// clamped to `0..=capacity`. Positions count modulo 2^64 (see the type's
+    /// documentation), so the difference wraps on purpose: a ring
+    /// whose enqueue position has passed `u64::MAX` and whose dequeue position
+    /// has not is not empty. A difference above `capacity` (a peer wrote
+    /// nonsense, or a dequeue moved between our two loads) shows as full or,
+    /// when it is a negative one, empty.
     pub fn len(&self) -> u64 {
         let dequeue = self.word64(DEQUEUE).load(Ordering::Acquire);
         let enqueue = self.word64(ENQUEUE).load(Ordering::Acquire);
-        enqueue.saturating_sub(dequeue).min(self.capacity)
+        let len = enqueue.wrapping_sub(dequeue);
+        if (len as i64) < 0 {
+            0
+        } else {
+            len.min(self.capacity)
+        }
     }
 
     /// Whether the ring looks empty now.

@@ -123,6 +123,19 @@ pub(crate) struct Impossible {
 /// write) lives in the shared word only we write; `cached_head` is the
 /// consumer's `head` as we last read it. Positions only grow; `tail - head` is
 /// the fill level.
+///
+/// The arithmetic below is plain (not wrapping), and cannot overflow in any
+/// build, because of three invariants that start with validated positions
+/// (the ring type checks `head <= tail <= head + capacity` and
+/// `head + capacity <= u64::MAX` before it makes one of these) and that each
+/// function keeps:
+///
+/// - `cached_head <= tail <= cached_head + capacity`;
+/// - `cached_head + capacity <= u64::MAX`: a `head` that comes within
+///   `capacity` of the top is refused as [`Impossible`] (a ring would need
+///   centuries of pushes to get there; only a peer writing nonsense can);
+/// - a publish of `count` follows a `free` that returned at least `count`, so
+///   `tail + count <= cached_head + capacity`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SpscProducer {
     pub(crate) tail: u64,
@@ -133,7 +146,8 @@ impl SpscProducer {
     /// Free slots, reloading the consumer's `head` (Acquire, pairing with its
     /// Release in [`SpscConsumer::release`]) only when fewer than `needed` are
     /// free by the cached value. The value read is validated: the consumer
-    /// never goes back and never passes our tail.
+    /// never goes back, never passes our tail, and never comes within
+    /// `capacity` of `u64::MAX` (past that, our tail could not advance).
     #[inline(always)]
     pub(crate) fn free(
         &mut self,
@@ -141,12 +155,13 @@ impl SpscProducer {
         capacity: u64,
         needed: u64,
     ) -> Result<u64, Impossible> {
+        // No overflow: cached_head <= tail <= cached_head + capacity.
         let free = capacity - (self.tail - self.cached_head);
         if free >= needed {
             return Ok(free);
         }
         let now = head.load(Ordering::Acquire);
-        if now < self.cached_head || now > self.tail {
+        if now < self.cached_head || now > self.tail || now.checked_add(capacity).is_none() {
             return Err(Impossible {
                 was: self.cached_head,
                 now,
@@ -162,6 +177,7 @@ impl SpscProducer {
     /// with Acquire.
     #[inline(always)]
     pub(crate) fn publish(&mut self, tail: &impl Word64, count: u64) {
+        // No overflow: tail + count <= cached_head + capacity <= u64::MAX.
         self.tail += count;
         tail.store(self.tail, Ordering::Release);
     }
@@ -194,6 +210,11 @@ impl SpscProducer {
 /// The consumer's half of the SPSC protocol: `head` (the next position to
 /// read; we are the only writer of its shared word) and the producer's `tail`
 /// as last read.
+///
+/// Its arithmetic cannot overflow in any build: `head <= cached_tail` holds
+/// from the validated start and after every reload (a `tail` that goes back
+/// is [`Impossible`]), and a release of `count` follows an `available` that
+/// returned at least `count`, so `head + count <= cached_tail`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SpscConsumer {
     pub(crate) head: u64,
@@ -212,11 +233,13 @@ impl SpscConsumer {
         capacity: u64,
         wanted: u64,
     ) -> Result<u64, Impossible> {
+        // No overflow: head <= cached_tail.
         let known = self.cached_tail - self.head;
         if known >= wanted {
             return Ok(known);
         }
         let now = tail.load(Ordering::Acquire);
+        // No overflow: now >= cached_tail >= head once the first test passed.
         if now < self.cached_tail || now - self.head > capacity {
             return Err(Impossible {
                 was: self.cached_tail,
@@ -233,6 +256,7 @@ impl SpscConsumer {
     /// producer that loads `head` with Acquire writes them again.
     #[inline(always)]
     pub(crate) fn release(&mut self, head: &impl Word64, count: u64) {
+        // No overflow: head + count <= cached_tail.
         self.head += count;
         head.store(self.head, Ordering::Release);
     }
@@ -263,7 +287,11 @@ impl SpscConsumer {
 
 /// Pushes one value into an MPMC ring (Dmitry Vyukov's bounded queue): the
 /// cell for position `p` is free when its sequence is `p` and holds the value
-/// for `p` when it is `p + 1`. A producer claims `p` with a CAS on `enqueue`,
+/// for `p` when it is `p + 1`. Positions and sequences count modulo 2^64 on
+/// purpose: every sum is `wrapping_add` and every comparison the sign of a
+/// `wrapping_sub`, so a ring passes `u64::MAX` like any other position, the
+/// same in debug and release builds, and no value a peer writes can make this
+/// arithmetic panic. A producer claims `p` with a CAS on `enqueue`,
 /// writes the value, and publishes with a Release store of `p + 1`. Gives up
 /// (`Broken`) after `max_retries` lost or confused rounds, which real
 /// contention never reaches and a peer writing nonsense can.

@@ -154,9 +154,16 @@ impl Region {
     ///
     /// If the range is outside the region (callers check sizes first).
     pub(crate) fn read_bytes(&self, offset: usize, out: &mut [u8]) {
-        let source = self
-            .pointer(offset, out.len(), 1)
-            .expect("read inside the region");
+        assert!(self.try_read_bytes(offset, out), "read inside the region");
+    }
+
+    /// [`read_bytes`](Region::read_bytes) for an offset that came from shared
+    /// memory: `false`, with nothing copied, if the range is outside the region.
+    #[must_use]
+    pub(crate) fn try_read_bytes(&self, offset: usize, out: &mut [u8]) -> bool {
+        let Some(source) = self.pointer(offset, out.len(), 1) else {
+            return false;
+        };
         let mut index = 0;
         while index < out.len() {
             // SAFETY: source + index is inside the checked range; all accesses this
@@ -173,6 +180,7 @@ impl Region {
                 index += 1;
             }
         }
+        true
     }
 
     /// Copies `data` to `offset` with relaxed atomic stores.
@@ -252,5 +260,10 @@ mod tests {
         assert!(region.pointer(297, 4, 1).is_none());
         assert!(region.pointer(2, 4, 4).is_none());
         assert!(region.pointer(usize::MAX, 4, 1).is_none());
+        let mut word = [7u8; 8];
+        assert!(!region.try_read_bytes(296, &mut word));
+        assert!(!region.try_read_bytes(usize::MAX - 3, &mut word));
+        assert_eq!(word, [7; 8], "nothing copied");
+        assert!(region.try_read_bytes(292, &mut word));
     }
 }

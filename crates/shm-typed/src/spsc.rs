@@ -15,9 +15,10 @@ use crate::backend::{create_segment, open_segment, remove_backend, Backend};
 use crate::blocking::{self, retry};
 use crate::error::{Error, Location, Result};
 use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
+use crate::liveness::{self, generation, own_process_start};
 use crate::protocol::{self, Cells, Impossible, Pop, Push};
 use crate::region::Region;
-use crate::sys::{self, TaskState};
+use crate::sys;
 
 /// Where the ring's control lines start (right after the header and lock).
 const CONTROL: usize = PAYLOAD_OFFSET;
@@ -35,10 +36,10 @@ const CONSUMER_SLEEPING: usize = CONTROL + 260;
 /// [`blocking::fence_wakers`]).
 const UNFENCED: usize = CONTROL + 264;
 /// Claim line: who holds the producer and the consumer handle.
-const PRODUCER_CLAIM_PID: usize = CONTROL + 384;
-const CONSUMER_CLAIM_PID: usize = CONTROL + 388;
-const PRODUCER_CLAIM_START: usize = CONTROL + 392;
-const CONSUMER_CLAIM_START: usize = CONTROL + 400;
+const PRODUCER_CLAIM: usize = CONTROL + 384;
+const CONSUMER_CLAIM: usize = CONTROL + 392;
+const PRODUCER_CLAIM_RECORD: usize = CONTROL + 400;
+const CONSUMER_CLAIM_RECORD: usize = CONTROL + 408;
 /// The slots, `capacity * size_of::<T>()` bytes.
 const SLOTS: usize = CONTROL + 512;
 
@@ -231,7 +232,9 @@ fn wake_sleeper(word: &AtomicU32) {
 }
 
 /// The position [`PREFETCH_AHEAD`] bytes after `tail`, if its slot is free
-/// while the consumer stands at `head`.
+/// while the consumer stands at `head`. Wrapping on purpose: this only picks a
+/// line to prefetch, and must not panic near `u64::MAX` (the push itself
+/// reports impossible positions).
 #[inline(always)]
 fn free_ahead<T>(tail: u64, head: u64, capacity: u64) -> Option<u64> {
     let ahead = tail.wrapping_add((PREFETCH_AHEAD / std::mem::size_of::<T>()).max(1) as u64);
@@ -260,18 +263,23 @@ fn starts_line<T>(position: u64) -> bool {
 /// | 384 | `tail`: u64 position of the next write; written only by the producer |
 /// | 512 | `head`: u64 position of the next read; written only by the consumer |
 /// | 640 | futex words: producer sleeping (u32), consumer sleeping (u32); "a waker could not register for membarrier" (u32, sticky) |
-/// | 768 | claims: producer pid (u32), consumer pid (u32), their start times (u64 each) |
+/// | 768 | claims: producer, consumer (u64 each: generation << 32 \| pid, pid 0 when free); their records (u64 each: start time << 24 \| generation's low 24 bits) |
 /// | 896 | the slots: position `p` lives in slot `p % capacity` |
 ///
 /// Positions only grow; `tail - head` is the fill level. Each side keeps its own
 /// position locally and a cached copy of the other's, reloaded (Acquire, pairing
 /// with the other side's Release store) only when the ring looks full or empty.
 /// Every index read from the segment is validated (`head <= tail`,
-/// `tail - head <= capacity`); an impossible value is [`Error::Corrupted`],
-/// never an out-of-bounds access.
+/// `tail - head <= capacity`, and `head` at least `capacity` below
+/// `u64::MAX`, which no ring reaches in centuries of use); an impossible
+/// value is [`Error::Corrupted`], never an out-of-bounds access, an
+/// arithmetic overflow or a panic, in debug and release builds alike.
 ///
 /// One producer and one consumer handle exist at a time, claimed in the segment
-/// by process id and start time. A claim whose process has died is taken over,
+/// by process id and start time, with the generation scheme of the lock (see
+/// [`ShmMutex`](crate::ShmMutex)): a claim is judged on its own record and taken
+/// over with a CAS from the whole observed claim word, so only the claim that
+/// was judged dead is ever taken. A claim whose process has died is taken over,
 /// so a restarted consumer resumes at `head`: nothing that was not consumed is
 /// lost (an item the dead consumer had read but not yet released is delivered
 /// again).
@@ -376,9 +384,15 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
         ))
     }
 
-    fn open_in_region(region: Region, capacity: u64) -> Result<Self> {
+    /// Opens a ring of either kind in a region, waiting at most `init_timeout`
+    /// for its creator (a store passes its own; the public `open_in`s 1 s).
+    pub(crate) fn open_in_region(
+        region: Region,
+        capacity: u64,
+        init_timeout: Duration,
+    ) -> Result<Self> {
         let spec = Self::spec(&Location::Heap, capacity)?;
-        header::open_region(&region, &spec)?;
+        header::open_region(&region, &spec, init_timeout)?;
         Ok(Self::from_parts(
             region,
             Backend::Heap,
@@ -414,16 +428,23 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
 
     /// The fill level as the segment shows it now (validated).
     pub fn len(&self) -> Result<u64> {
-        self.positions().map(|(head, tail)| tail - head)
+        let (head, tail) = self.load_positions();
+        Ok(self.check_indices(head, tail)?)
     }
 
     /// `(head, tail)` as the segment shows them now: the next position the
     /// consumer reads and the next the producer writes (validated).
     pub fn positions(&self) -> Result<(u64, u64)> {
-        let head = self.raw.word64(HEAD).load(Ordering::Acquire);
-        let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
+        let (head, tail) = self.load_positions();
         self.check_indices(head, tail)?;
         Ok((head, tail))
+    }
+
+    /// `(head, tail)` as the segment shows them now, unchecked.
+    fn load_positions(&self) -> (u64, u64) {
+        let head = self.raw.word64(HEAD).load(Ordering::Acquire);
+        let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
+        (head, tail)
     }
 
     /// Whether the ring holds nothing now.
@@ -431,12 +452,16 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
         self.len().map(|len| len == 0)
     }
 
+    /// The fill level, if `head` and `tail` are possible: `head <= tail <=
+    /// head + capacity`, and `head + capacity <= u64::MAX` (so that no
+    /// position the producer may write next passes `u64::MAX`; see
+    /// [`protocol::SpscProducer`]).
     fn check_indices(&self, head: u64, tail: u64) -> Result<u64, Corrupted> {
+        let capacity = self.raw.capacity;
         match tail.checked_sub(head) {
-            Some(len) if len <= self.raw.capacity => Ok(len),
+            Some(len) if len <= capacity && head.checked_add(capacity).is_some() => Ok(len),
             _ => Err(self.corrupted(format!(
-                "head {head} and tail {tail} are impossible for capacity {}",
-                self.raw.capacity
+                "head {head} and tail {tail} are impossible for capacity {capacity}"
             ))),
         }
     }
@@ -460,53 +485,51 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
         })
     }
 
-    /// Claims a role: CAS our pid into its claim word, taking over a claim whose
-    /// process is dead (or whose pid now belongs to a process started later).
-    fn claim(&self, role: &'static str, pid_offset: usize, start_offset: usize) -> Result<()> {
-        let pid = sys::current_pid();
-        let start = match sys::task_state(pid) {
-            TaskState::Alive(start) => start,
-            TaskState::Dead => 0,
-        };
-        let word = self.raw.word32(pid_offset);
-        let mut observed = 0;
+    /// Claims a role: CAS `next generation << 32 | our pid` into its claim
+    /// word, taking over a claim whose process is dead (gone, a zombie, or its
+    /// pid reused by a process started at another time), judged on that
+    /// claim's own record (see [`liveness`](crate::liveness)).
+    fn claim(&self, role: &'static str, claim_offset: usize, record_offset: usize) -> Result<()> {
+        let (pid, start) = (sys::current_pid(), own_process_start());
+        let word = self.raw.word64(claim_offset);
+        let record = self.raw.word64(record_offset);
+        let mut observed = word.load(Ordering::Acquire);
         loop {
-            match word.compare_exchange(observed, pid, Ordering::AcqRel, Ordering::Acquire) {
+            let holder = (observed & liveness::ID_MASK) as u32;
+            if holder != 0 {
+                let recorded =
+                    liveness::recorded_start(record.load(Ordering::Acquire), generation(observed));
+                if holder == pid || !liveness::is_dead(holder, recorded) {
+                    return Err(Error::Unsupported {
+                        location: self.location.clone(),
+                        what: format!("the {role} is already claimed by live pid {holder}"),
+                    });
+                }
+            }
+            // Free, or dead: take it from exactly the observed claim.
+            let won = liveness::next(observed, pid);
+            match word.compare_exchange(observed, won, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    self.raw
-                        .word64(start_offset)
-                        .store(start, Ordering::Release);
+                    record.store(liveness::record(start, generation(won)), Ordering::Release);
                     return Ok(());
                 }
-                Err(holder) if holder == observed => continue,
-                Err(holder) => {
-                    let recorded = self.raw.word64(start_offset).load(Ordering::Acquire);
-                    let dead = match sys::task_state(holder) {
-                        TaskState::Dead => true,
-                        TaskState::Alive(start) => recorded != 0 && start != recorded,
-                    };
-                    if holder == pid || !dead {
-                        return Err(Error::Unsupported {
-                            location: self.location.clone(),
-                            what: format!("the {role} is already claimed by live pid {holder}"),
-                        });
-                    }
-                    // Dead: try to take it over from exactly that value.
-                    observed = holder;
-                }
+                Err(now) => observed = now,
             }
         }
     }
 
-    fn release_claim(&self, pid_offset: usize, start_offset: usize) {
-        let pid = sys::current_pid();
-        if self
-            .raw
-            .word32(pid_offset)
-            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.raw.word64(start_offset).store(0, Ordering::Release);
+    /// Gives up our claim: only the very claim we made (a claim taken over
+    /// from us, had we been judged dead, is left alone).
+    fn release_claim(&self, claim_offset: usize) {
+        let word = self.raw.word64(claim_offset);
+        let claimed = word.load(Ordering::Relaxed);
+        if claimed & liveness::ID_MASK == u64::from(sys::current_pid()) {
+            let _ = word.compare_exchange(
+                claimed,
+                claimed & !liveness::ID_MASK,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -517,14 +540,14 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     /// [`Error::Unsupported`] if a live process holds it (this one included),
     /// [`Error::Corrupted`] if the indices are impossible.
     pub fn producer(&self) -> Result<Producer<'_, T, WAKE>> {
-        self.claim("producer", PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START)?;
+        self.claim("producer", PRODUCER_CLAIM, PRODUCER_CLAIM_RECORD)?;
         if WAKE {
             blocking::join_as_waker(self.raw.word32(UNFENCED));
         }
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
-            self.release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
+            self.release_claim(PRODUCER_CLAIM);
             return Err(corrupted.into_error());
         }
         Ok(Producer {
@@ -545,14 +568,14 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     ///
     /// As [`producer`](SpscRing::producer).
     pub fn consumer(&self) -> Result<Consumer<'_, T, WAKE>> {
-        self.claim("consumer", CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START)?;
+        self.claim("consumer", CONSUMER_CLAIM, CONSUMER_CLAIM_RECORD)?;
         if WAKE {
             blocking::join_as_waker(self.raw.word32(UNFENCED));
         }
         let head = self.raw.word64(HEAD).load(Ordering::Acquire);
         let tail = self.raw.word64(TAIL).load(Ordering::Acquire);
         if let Err(corrupted) = self.check_indices(head, tail) {
-            self.release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
+            self.release_claim(CONSUMER_CLAIM);
             return Err(corrupted.into_error());
         }
         Ok(Consumer {
@@ -622,7 +645,7 @@ impl<T: Pod> SpscRing<T> {
 
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<SpscRing<T>> {
-        Self::open_in_region(region, capacity)
+        Self::open_in_region(region, capacity, Duration::from_secs(1))
     }
 }
 
@@ -674,7 +697,7 @@ impl<T: Pod> SpscRing<T, false> {
 
     /// Opens a spinning ring in a region (validating the header).
     pub fn open_spinning_in(region: Region, capacity: u64) -> Result<Self> {
-        Self::open_in_region(region, capacity)
+        Self::open_in_region(region, capacity, Duration::from_secs(1))
     }
 }
 
@@ -856,6 +879,8 @@ impl<'a, T: Pod> Producer<'a, T> {
             },
             |deadline| {
                 ring.nap(PRODUCER_SLEEPING, deadline, || {
+                    // Only decides whether to sleep: wrapping on purpose, as
+                    // the head read here is not validated (the push is).
                     let head = ring.raw.word64(HEAD).load(Ordering::SeqCst);
                     tail.wrapping_sub(head) < ring.raw.capacity
                 })
@@ -867,8 +892,7 @@ impl<'a, T: Pod> Producer<'a, T> {
 
 impl<T: Pod, const WAKE: bool> Drop for Producer<'_, T, WAKE> {
     fn drop(&mut self) {
-        self.ring
-            .release_claim(PRODUCER_CLAIM_PID, PRODUCER_CLAIM_START);
+        self.ring.release_claim(PRODUCER_CLAIM);
     }
 }
 
@@ -1015,8 +1039,7 @@ impl<'a, T: Pod> Consumer<'a, T> {
 
 impl<T: Pod, const WAKE: bool> Drop for Consumer<'_, T, WAKE> {
     fn drop(&mut self) {
-        self.ring
-            .release_claim(CONSUMER_CLAIM_PID, CONSUMER_CLAIM_START);
+        self.ring.release_claim(CONSUMER_CLAIM);
     }
 }
 

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytemuck::Pod;
+use shm_sys::sysv::Access;
 use shm_sys::Mode;
 
-use crate::backend::{create_segment, open_segment, remove_backend, Backend};
+use crate::backend::{create_segment, open_backend, remove_backend, Backend};
 use crate::error::{Error, Location, Result};
-use crate::header::{self, Header, Kind, Spec, PAYLOAD_OFFSET, STATE_READY};
+use crate::header::{self, Header, Kind, Spec, Wait, PAYLOAD_OFFSET, STATE_READY};
+use crate::lock::LockFailure;
 use crate::mpmc::MpmcRing;
 use crate::region::{Region, REGION_ALIGN};
-use crate::shared::Shared;
+use crate::shared::{Shared, SharedOptions};
 use crate::spsc::SpscRing;
 
 /// Published number of directory entries (Release after an entry is complete).
@@ -46,6 +48,65 @@ struct Record {
     len: usize,
 }
 
+impl Record {
+    /// Decodes record `index` as copied out of the directory, checking every
+    /// field: a UTF-8 name of at most [`MAX_NAME`] bytes, an entry kind, and a
+    /// page-aligned, non-empty range inside the arena (from `arena_start` to
+    /// `store_len`). The error says what is wrong.
+    fn decode(
+        bytes: &[u8; RECORD],
+        index: u64,
+        arena_start: usize,
+        store_len: usize,
+    ) -> Result<Record, String> {
+        let name_len = usize::from(bytes[48]).min(MAX_NAME);
+        let name = std::str::from_utf8(&bytes[..name_len])
+            .map_err(|_| format!("entry {index} has a name that is not UTF-8"))?
+            .to_owned();
+        let kind = Kind::from_code(u32::from(bytes[49]))
+            .filter(|kind| *kind != Kind::Store)
+            .ok_or_else(|| format!("entry {name:?} has kind code {}", bytes[49]))?;
+        let word = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_ne_bytes(word)
+        };
+        let (offset, len) = (word(56), word(64));
+        let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
+        match range {
+            Some((start, size))
+                if start >= arena_start
+                    && start % REGION_ALIGN == 0
+                    && size > 0
+                    && start.checked_add(size).is_some_and(|end| end <= store_len) =>
+            {
+                Ok(Record {
+                    name,
+                    kind,
+                    offset: start,
+                    len: size,
+                })
+            }
+            _ => Err(format!(
+                "entry {name:?} claims bytes {offset}..+{len} of a {store_len}-byte store"
+            )),
+        }
+    }
+
+    /// The bytes of the record (the name is a checked one: at most
+    /// [`MAX_NAME`] bytes).
+    fn encode(&self) -> [u8; RECORD] {
+        let mut bytes = [0u8; RECORD];
+        let name = &self.name.as_bytes()[..self.name.len().min(MAX_NAME)];
+        bytes[..name.len()].copy_from_slice(name);
+        bytes[48] = name.len() as u8;
+        bytes[49] = self.kind as u8;
+        bytes[56..64].copy_from_slice(&(self.offset as u64).to_ne_bytes());
+        bytes[64..72].copy_from_slice(&(self.len as u64).to_ne_bytes());
+        bytes
+    }
+}
+
 /// What [`Store::entries`] reports for each entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -72,6 +133,12 @@ pub struct EntryInfo {
 /// store of the entry count, so readers never see a half-made entry; a process
 /// that dies while creating one leaves only unused arena space.
 ///
+/// Every figure the store reads back from its segment (directory capacity,
+/// length, entry count, arena offsets, records) is checked before use: a
+/// segment a peer scribbled on gives [`Error::Corrupted`], never a panic or an
+/// access outside the segment. How long the store waits, and for what, is set
+/// with [`Store::options`].
+///
 /// ```
 /// use shm_typed::{Location, Store};
 ///
@@ -93,26 +160,279 @@ pub struct Store {
     region: Arc<Region>,
     backend: Backend,
     location: Location,
+    layout: Layout,
+    options: StoreOptions,
+}
+
+/// How to create or open a [`Store`]: permissions, and how long the store and
+/// the objects it hands out wait. Every wait has a documented default; none is
+/// hidden.
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_typed::{Location, Store};
+///
+/// let store = Store::options()
+///     .lock_timeout(Some(Duration::from_millis(500)))   // the directory's lock
+///     .entry_lock_timeout(Some(Duration::from_secs(2))) // each object's lock
+///     .create(Location::Private, 16, 1 << 16)?;
+/// store.remove()?;
+/// let counter = store.object::<u64>("counter", 0)?;
+/// counter.update(|n| *n += 1)?; // waits at most 2 s for a live holder
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    mode: Mode,
+    init_timeout: Duration,
+    lock_timeout: Option<Duration>,
+    entry_lock_timeout: Option<Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            mode: Mode::OWNER_RW,
+            init_timeout: Duration::from_secs(1),
+            lock_timeout: Some(StoreOptions::DEFAULT_LOCK_TIMEOUT),
+            entry_lock_timeout: None,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The default of [`lock_timeout`](StoreOptions::lock_timeout): 10 s. The
+    /// store's lock is held only while an entry is carved out and initialised,
+    /// microseconds; a live holder that keeps it for seconds is stuck.
+    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Permission bits of a new store's segment. Default `0o600`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How long an opener waits for a creator that is still initialising: the
+    /// store's own, and each entry's when the store opens it. Default 1 s.
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+
+    /// How long creating an entry waits for the store's lock, which a live
+    /// task holds (a dead holder is detected and taken over at once). `None`:
+    /// no limit. Default [`Self::DEFAULT_LOCK_TIMEOUT`] (10 s); running out is
+    /// [`Error::Entry`] naming the store and the entry, around
+    /// [`Error::LockTimeout`] naming the store and the holder's thread id.
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The lock timeout of the objects [`Store::object`] and
+    /// [`Store::get_object`] hand out: how long their `lock`, `load`, `store`
+    /// and `update` wait for a live holder ([`Error::LockTimeout`] with the
+    /// holder's thread id). Default `None`, no limit, as for a
+    /// [`Shared`] made with default [`SharedOptions`]. Rings take no lock.
+    pub fn entry_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.entry_lock_timeout = timeout;
+        self
+    }
+
+    /// Creates a store with room for `entries` directory records and
+    /// `arena_bytes` of entry space (each entry takes its size rounded up to a
+    /// 4 KiB page).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the directory and arena do not fit an address
+    /// space; OS errors as [`Error::Sys`].
+    pub fn create(
+        &self,
+        location: impl Into<Location>,
+        entries: u64,
+        arena_bytes: usize,
+    ) -> Result<Store> {
+        let location = location.into();
+        let too_large = || Error::Unsupported {
+            location: location.clone(),
+            what: format!("{entries} entries and {arena_bytes} arena bytes do not fit"),
+        };
+        let start = arena_start(entries).ok_or_else(too_large)?;
+        let len = arena_bytes
+            .checked_next_multiple_of(REGION_ALIGN)
+            .and_then(|arena| arena.checked_add(start))
+            .ok_or_else(too_large)?;
+        let layout = Layout {
+            entries,
+            segment_len: len,
+            arena_start: start,
+        };
+        let (region, backend, location) =
+            create_segment(&location, &layout.spec(), self.mode, |region| {
+                region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
+            })?;
+        Ok(Store::from_parts(
+            region,
+            backend,
+            location,
+            layout,
+            self.clone(),
+        ))
+    }
+
+    /// Opens the store at `location`; its size and directory capacity come
+    /// from its header, which is validated like any other (kind first, so
+    /// another kind of segment is [`Error::WrongKind`]).
+    ///
+    /// # Errors
+    ///
+    /// As for opening any segment ([`Error::BadMagic`], [`Error::WrongKind`],
+    /// [`Error::LengthMismatch`], [`Error::InitTimeout`], ...);
+    /// [`Error::Corrupted`] for a capacity and length that cannot go together.
+    pub fn open(&self, location: impl Into<Location>) -> Result<Store> {
+        let location = location.into();
+        let (region, backend, os_creator) = open_backend(
+            &location,
+            Access::ReadWrite,
+            PAYLOAD_OFFSET,
+            self.init_timeout,
+        )?;
+        let layout = self.open_layout(&region, &location, os_creator)?;
+        Ok(Store::from_parts(
+            region,
+            backend,
+            location,
+            layout,
+            self.clone(),
+        ))
+    }
+
+    /// Makes a store in a blank region (tests, single process), with room for
+    /// `entries` directory records; the rest of the region is the arena.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooSmall`] if the directory does not fit the region.
+    pub fn create_in(&self, region: Region, entries: u64) -> Result<Store> {
+        let start = arena_start(entries)
+            .filter(|&start| start < region.len())
+            .ok_or_else(|| Error::TooSmall {
+                location: Location::Heap,
+                needed: arena_start(entries).unwrap_or(usize::MAX),
+                found: region.len(),
+            })?;
+        let layout = Layout {
+            entries,
+            segment_len: region.len(),
+            arena_start: start,
+        };
+        header::initialize(&region, &Location::Heap, &layout.spec(), |region| {
+            region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
+        })?;
+        Ok(Store::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            layout,
+            self.clone(),
+        ))
+    }
+
+    /// Opens the store a region holds (validating its header as
+    /// [`open`](StoreOptions::open) does).
+    pub fn open_in(&self, region: Region) -> Result<Store> {
+        let layout = self.open_layout(&region, &Location::Heap, None)?;
+        Ok(Store::from_parts(
+            region,
+            Backend::Heap,
+            Location::Heap,
+            layout,
+            self.clone(),
+        ))
+    }
+
+    /// Waits for the creator, then checks the header: identity, then the
+    /// layout it implies, then everything else against that layout.
+    fn open_layout(
+        &self,
+        region: &Region,
+        location: &Location,
+        os_creator: Option<u32>,
+    ) -> Result<Layout> {
+        let wait = Wait {
+            timeout: self.init_timeout,
+            os_creator,
+        };
+        let mut layout = None;
+        header::open_derived(region, location, Kind::Store, wait, |header| {
+            let found = Layout::of(header, location)?;
+            layout = Some(found);
+            Ok(found.spec())
+        })?;
+        layout.ok_or_else(|| Error::Corrupted {
+            location: location.clone(),
+            what: "no layout".into(),
+        })
+    }
+}
+
+/// Where a store's parts lie: derived from the header once, checked, and
+/// then trusted (the header is copied out; peers cannot change this copy).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Directory capacity in records.
     entries: u64,
+    /// Segment length the header records (at most the OS's, checked on open).
+    segment_len: usize,
+    /// First arena byte: the directory's end rounded up to a page, at most
+    /// `segment_len`.
     arena_start: usize,
 }
 
+/// The directory's end rounded up to a page, if that is an address at all.
 fn arena_start(entries: u64) -> Option<usize> {
-    let directory_end = (entries as usize)
+    usize::try_from(entries)
+        .ok()?
         .checked_mul(RECORD)?
-        .checked_add(DIRECTORY)?;
-    Some(directory_end.next_multiple_of(REGION_ALIGN))
+        .checked_add(DIRECTORY)?
+        .checked_next_multiple_of(REGION_ALIGN)
 }
 
-fn spec(entries: u64, segment_len: usize) -> Spec {
-    Spec {
-        kind: Kind::Store,
-        payload_offset: PAYLOAD_OFFSET as u64,
-        payload_size: (segment_len - PAYLOAD_OFFSET) as u64,
-        payload_align: 8,
-        element_size: RECORD as u32,
-        capacity: entries,
-        type_name: STORE_TYPE.to_owned(),
+impl Layout {
+    /// The layout a header describes: [`Error::Corrupted`] unless the
+    /// directory of `capacity` records ends inside `segment_len`.
+    fn of(header: &Header, location: &Location) -> Result<Layout> {
+        let entries = header.layout.capacity;
+        let segment_len = usize::try_from(header.segment_len).ok();
+        match (arena_start(entries), segment_len) {
+            (Some(arena_start), Some(segment_len)) if arena_start <= segment_len => Ok(Layout {
+                entries,
+                segment_len,
+                arena_start,
+            }),
+            _ => Err(Error::Corrupted {
+                location: location.clone(),
+                what: format!(
+                    "a store of {entries} entries cannot fit {} bytes",
+                    header.segment_len
+                ),
+            }),
+        }
+    }
+
+    /// What the store's header records: its type, directory capacity and
+    /// length (`segment_len` >= `arena_start` >= a page > the payload offset).
+    fn spec(&self) -> Spec {
+        Spec {
+            kind: Kind::Store,
+            payload_offset: PAYLOAD_OFFSET as u64,
+            payload_size: self.segment_len.saturating_sub(PAYLOAD_OFFSET) as u64,
+            payload_align: 8,
+            element_size: RECORD as u32,
+            capacity: self.entries,
+            type_name: STORE_TYPE.to_owned(),
+        }
     }
 }
 
@@ -141,99 +461,68 @@ fn check_name(location: &Location, name: &str) -> Result<()> {
 }
 
 impl Store {
+    /// Options: mode and timeouts; see `StoreOptions` for the defaults,
+    /// which [`create`](Store::create), [`open`](Store::open) and
+    /// [`create_in`](Store::create_in) use.
+    pub fn options() -> StoreOptions {
+        StoreOptions::default()
+    }
+
     /// Creates a store with room for `entries` directory records and
     /// `arena_bytes` of entry space (each entry takes its size rounded up to a
-    /// 4 KiB page).
+    /// 4 KiB page), with default options.
     pub fn create(
         location: impl Into<Location>,
         entries: u64,
         arena_bytes: usize,
     ) -> Result<Store> {
-        let location = location.into();
-        let start = arena_start(entries).ok_or_else(|| Error::Unsupported {
-            location: location.clone(),
-            what: format!("{entries} entries is too many"),
-        })?;
-        let len = start + arena_bytes.next_multiple_of(REGION_ALIGN);
-        let (region, backend, location) =
-            create_segment(&location, &spec(entries, len), Mode::OWNER_RW, |region| {
-                region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
-            })?;
-        Ok(Store::from_parts(region, backend, location, entries, start))
+        Store::options().create(location, entries, arena_bytes)
     }
 
-    /// Makes a store in a blank region (tests, single process).
+    /// Makes a store in a blank region (tests, single process), with default
+    /// options.
     pub fn create_in(region: Region, entries: u64) -> Result<Store> {
-        let start = arena_start(entries)
-            .filter(|&start| start < region.len())
-            .ok_or_else(|| Error::TooSmall {
-                location: Location::Heap,
-                needed: arena_start(entries).unwrap_or(usize::MAX),
-                found: region.len(),
-            })?;
-        let len = region.len();
-        header::initialize(&region, &Location::Heap, &spec(entries, len), |region| {
-            region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
-        })?;
-        Ok(Store::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            entries,
-            start,
-        ))
+        Store::options().create_in(region, entries)
     }
 
-    /// Opens the store at `location`; its size and directory capacity come from
-    /// its header, which is validated like any other.
+    /// Opens the store at `location`, with default options; its size and
+    /// directory capacity come from its header, which is validated like any
+    /// other.
     pub fn open(location: impl Into<Location>) -> Result<Store> {
-        let location = location.into();
-        // First open with the smallest plausible spec to read the header's own
-        // figures, then validate fully against them.
-        let (probe, _, _) = crate::backend::open_backend(
-            &location,
-            shm_sys::sysv::Access::ReadWrite,
-            PAYLOAD_OFFSET,
-            Duration::from_secs(1),
-        )?;
-        let header = wait_for_header(&probe, &location)?;
-        drop(probe);
-        let entries = header.layout.capacity;
-        let len = header.segment_len as usize;
-        let start = arena_start(entries)
-            .filter(|&start| start <= len && len >= PAYLOAD_OFFSET)
-            .ok_or_else(|| Error::Corrupted {
-                location: location.clone(),
-                what: format!("a store of {entries} entries cannot fit {len} bytes"),
-            })?;
-        let (region, backend) =
-            open_segment(&location, &spec(entries, len), Duration::from_secs(1))?;
-        Ok(Store::from_parts(region, backend, location, entries, start))
+        Store::options().open(location)
+    }
+
+    /// Opens the store a region holds, with default options.
+    pub fn open_in(region: Region) -> Result<Store> {
+        Store::options().open_in(region)
     }
 
     fn from_parts(
         region: Region,
         backend: Backend,
         location: Location,
-        entries: u64,
-        arena_start: usize,
+        layout: Layout,
+        options: StoreOptions,
     ) -> Store {
         Store {
             region: Arc::new(region),
             backend,
             location,
-            entries,
-            arena_start,
+            layout,
+            options,
         }
     }
 
-    fn word(&self, offset: usize) -> &AtomicU64 {
+    /// A store control word. Only called for [`COUNT`] and [`ARENA_NEXT`],
+    /// which lie below the arena start, itself at most the region's length
+    /// (checked when the layout was made).
+    fn word(&self, offset: usize) -> Result<&AtomicU64> {
         let pointer = self
             .region
             .pointer(offset, 8, 8)
-            .expect("store control words are inside the header page");
+            .ok_or_else(|| self.corrupted(format!("no control word at {offset}")))?;
         // SAFETY: in bounds and 8-aligned (checked); accessed only atomically.
-        unsafe { AtomicU64::from_ptr(pointer.cast()) }
+        Ok(unsafe { AtomicU64::from_ptr(pointer.cast()) })
     }
 
     /// Where the store is ([`Location::Id`] for one created as private).
@@ -244,6 +533,11 @@ impl Store {
     /// The region holding the store.
     pub fn region(&self) -> &Region {
         &self.region
+    }
+
+    /// The options the store was made or opened with.
+    pub fn store_options(&self) -> &StoreOptions {
+        &self.options
     }
 
     /// Removes the store's segment (`IPC_RMID` or `shm_unlink`).
@@ -260,53 +554,29 @@ impl Store {
 
     /// The published records, each read once and validated.
     fn records(&self) -> Result<Vec<Record>> {
-        let count = self.word(COUNT).load(Ordering::Acquire);
-        if count > self.entries {
+        let count = self.word(COUNT)?.load(Ordering::Acquire);
+        if count > self.layout.entries {
             return Err(self.corrupted(format!(
                 "{count} entries in a directory of {}",
-                self.entries
+                self.layout.entries
             )));
         }
-        (0..count as usize)
-            .map(|index| self.record(index))
-            .collect()
+        // count <= entries, and entries records fit below the arena start.
+        (0..count).map(|index| self.record(index)).collect()
     }
 
-    fn record(&self, index: usize) -> Result<Record> {
+    fn record(&self, index: u64) -> Result<Record> {
         let mut bytes = [0u8; RECORD];
-        self.region
-            .read_bytes(DIRECTORY + index * RECORD, &mut bytes);
-        let name_len = usize::from(bytes[48]).min(MAX_NAME);
-        let name = std::str::from_utf8(&bytes[..name_len])
-            .map_err(|_| self.corrupted(format!("entry {index} has a name that is not UTF-8")))?
-            .to_owned();
-        let kind = Kind::from_code(u32::from(bytes[49]))
-            .filter(|kind| *kind != Kind::Store)
-            .ok_or_else(|| self.corrupted(format!("entry {name:?} has kind code {}", bytes[49])))?;
-        let word = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_ne_bytes(word) as usize
-        };
-        let (offset, len) = (word(56), word(64));
-        let fits = offset >= self.arena_start
-            && offset % REGION_ALIGN == 0
-            && len > 0
-            && offset
-                .checked_add(len)
-                .is_some_and(|end| end <= self.region.len());
-        if !fits {
-            return Err(self.corrupted(format!(
-                "entry {name:?} claims bytes {offset}..+{len} of a {}-byte store",
-                self.region.len()
-            )));
+        let at = usize::try_from(index)
+            .ok()
+            .and_then(|index| index.checked_mul(RECORD))
+            .and_then(|offset| offset.checked_add(DIRECTORY))
+            .filter(|&at| self.region.try_read_bytes(at, &mut bytes));
+        if at.is_none() {
+            return Err(self.corrupted(format!("directory record {index} is out of bounds")));
         }
-        Ok(Record {
-            name,
-            kind,
-            offset,
-            len,
-        })
+        Record::decode(&bytes, index, self.layout.arena_start, self.region.len())
+            .map_err(|what| self.corrupted(what))
     }
 
     /// The entry's own segment, as a region.
@@ -321,6 +591,32 @@ impl Store {
             name: name.to_owned(),
             source: Box::new(source),
         }
+    }
+
+    /// Why the store's lock was not taken, for creating entry `name`.
+    #[cold]
+    fn lock_error(&self, name: &str, failure: LockFailure) -> Error {
+        let location = self.location.clone();
+        let source = match failure {
+            LockFailure::Timeout { holder } => Error::LockTimeout {
+                location,
+                waited: self.options.lock_timeout.unwrap_or_default(),
+                holder,
+            },
+            LockFailure::Poisoned => Error::Poisoned { location },
+            LockFailure::WouldBlock { holder } => Error::WouldBlock { location, holder },
+            LockFailure::ForeignNamespace {
+                holder,
+                ours,
+                theirs,
+            } => Error::ForeignNamespace {
+                location,
+                holder,
+                ours,
+                theirs,
+            },
+        };
+        self.entry_error(name, source)
     }
 
     /// Finds `name`, or creates it with `len` bytes via `make`; then opens it
@@ -339,8 +635,8 @@ impl Store {
         }
         let mutex = header::lock_of(&self.region);
         let acquired = mutex
-            .acquire(Some(Duration::from_secs(10)))
-            .map_err(|failure| self.corrupted(format!("store lock: {failure:?}")))?;
+            .acquire(self.options.lock_timeout)
+            .map_err(|failure| self.lock_error(name, failure))?;
         if acquired.owner_died {
             // A creator died under the lock. Entries are published last, so the
             // directory is consistent; at worst some arena space is lost.
@@ -364,26 +660,38 @@ impl Store {
         if let Some(record) = records.iter().find(|r| r.name == name) {
             return open(self.part(record)?).map_err(|error| self.entry_error(name, error));
         }
-        if records.len() as u64 >= self.entries {
+        // records.len() <= entries (checked in records()).
+        let index = records.len();
+        if index as u64 >= self.layout.entries {
             return Err(Error::StoreFull {
                 location: self.location.clone(),
                 name: name.to_owned(),
-                what: format!("the directory holds {} entries", self.entries),
+                what: format!("the directory holds {} entries", self.layout.entries),
             });
         }
-        let next = self.word(ARENA_NEXT).load(Ordering::Acquire) as usize;
-        let size = len.next_multiple_of(REGION_ALIGN);
-        let end = next
-            .checked_add(size)
+        let next_word = self.word(ARENA_NEXT)?;
+        let next_raw = next_word.load(Ordering::Acquire);
+        let next = usize::try_from(next_raw)
+            .ok()
+            .filter(|&next| next >= self.layout.arena_start && next % REGION_ALIGN == 0)
+            .ok_or_else(|| {
+                self.corrupted(format!(
+                    "the next free arena byte is {next_raw}, not a page at or after {}",
+                    self.layout.arena_start
+                ))
+            })?;
+        let size = len.checked_next_multiple_of(REGION_ALIGN);
+        let end = size
+            .and_then(|size| next.checked_add(size))
             .filter(|&end| end <= self.region.len());
-        let (Some(end), true) = (end, next >= self.arena_start && next % REGION_ALIGN == 0) else {
+        let (Some(size), Some(end)) = (size, end) else {
             return Err(Error::StoreFull {
                 location: self.location.clone(),
                 name: name.to_owned(),
                 what: format!(
-                    "{size} more bytes do not fit the arena ({} of {} bytes used)",
-                    next.saturating_sub(self.arena_start),
-                    self.region.len() - self.arena_start
+                    "{len} more bytes do not fit the arena ({} of {} bytes used)",
+                    next.saturating_sub(self.layout.arena_start),
+                    self.region.len().saturating_sub(self.layout.arena_start)
                 ),
             });
         };
@@ -394,36 +702,39 @@ impl Store {
             len: size,
         };
         let made = make(self.part(&record)?).map_err(|error| self.entry_error(name, error))?;
-        let mut bytes = [0u8; RECORD];
-        bytes[..name.len()].copy_from_slice(name.as_bytes());
-        bytes[48] = name.len() as u8;
-        bytes[49] = kind as u8;
-        bytes[56..64].copy_from_slice(&(next as u64).to_ne_bytes());
-        bytes[64..72].copy_from_slice(&(size as u64).to_ne_bytes());
+        // index < entries: the record lies inside the directory.
         self.region
-            .write_bytes(DIRECTORY + records.len() * RECORD, &bytes);
-        self.word(ARENA_NEXT).store(end as u64, Ordering::Release);
+            .write_bytes(DIRECTORY + index * RECORD, &record.encode());
+        next_word.store(end as u64, Ordering::Release);
         // Publish last: readers that see the count see the record and the
         // entry's initialised header.
-        self.word(COUNT)
-            .store(records.len() as u64 + 1, Ordering::Release);
+        self.word(COUNT)?.store(index as u64 + 1, Ordering::Release);
         Ok(made)
     }
 
-    /// The object called `name`, created holding `init` if there is none.
+    /// How this store's objects are made and opened.
+    fn object_options<T: Pod>(&self) -> SharedOptions<T> {
+        Shared::options()
+            .init_timeout(self.options.init_timeout)
+            .lock_timeout(self.options.entry_lock_timeout)
+    }
+
+    /// The object called `name`, created holding `init` if there is none. Its
+    /// lock timeout is the store's `entry_lock_timeout` (see [`Store::options`]).
     ///
     /// # Errors
     ///
-    /// [`Error::Entry`] naming the entry when it holds another type or kind;
-    /// [`Error::InvalidName`]; [`Error::StoreFull`].
+    /// [`Error::Entry`] naming the entry when it holds another type or kind,
+    /// or when the store's lock was not taken in time (around
+    /// [`Error::LockTimeout`]); [`Error::InvalidName`]; [`Error::StoreFull`].
     pub fn object<T: Pod>(&self, name: &str, init: T) -> Result<Shared<T>> {
-        let len = PAYLOAD_OFFSET + std::mem::size_of::<T>();
+        let len = PAYLOAD_OFFSET.saturating_add(std::mem::size_of::<T>());
         self.entry(
             name,
             Kind::Object,
             len,
-            |region| Shared::options().create_in(region, init),
-            |region| Shared::options().open_in(region),
+            |region| self.object_options().create_in(region, init),
+            |region| self.object_options().open_in(region),
         )
     }
 
@@ -431,12 +742,13 @@ impl Store {
     /// `capacity` slots if there is none.
     pub fn spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
         let len = SpscRing::<T>::segment_len(&self.location, capacity)?;
+        let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::SpscRing,
             len,
             |region| SpscRing::create_in(region, capacity),
-            |region| SpscRing::open_in(region, capacity),
+            |region| SpscRing::open_in_region(region, capacity, timeout),
         )
     }
 
@@ -444,12 +756,13 @@ impl Store {
     /// `capacity` slots if there is none.
     pub fn mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
         let len = MpmcRing::<T>::segment_len(&self.location, capacity)?;
+        let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::MpmcRing,
             len,
             |region| MpmcRing::create_in(region, capacity),
-            |region| MpmcRing::open_in(region, capacity),
+            |region| MpmcRing::open_in_waiting(region, capacity, timeout),
         )
     }
 
@@ -473,17 +786,23 @@ impl Store {
     ///
     /// [`Error::EntryNotFound`] if there is none; otherwise as [`Store::object`].
     pub fn get_object<T: Pod>(&self, name: &str) -> Result<Shared<T>> {
-        self.lookup(name, |region| Shared::options().open_in(region))
+        self.lookup(name, |region| self.object_options().open_in(region))
     }
 
     /// The existing SPSC ring called `name`, which must have `capacity` slots.
     pub fn get_spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
-        self.lookup(name, |region| SpscRing::open_in(region, capacity))
+        let timeout = self.options.init_timeout;
+        self.lookup(name, |region| {
+            SpscRing::open_in_region(region, capacity, timeout)
+        })
     }
 
     /// The existing MPMC ring called `name`, which must have `capacity` slots.
     pub fn get_mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
-        self.lookup(name, |region| MpmcRing::open_in(region, capacity))
+        let timeout = self.options.init_timeout;
+        self.lookup(name, |region| {
+            MpmcRing::open_in_waiting(region, capacity, timeout)
+        })
     }
 
     /// Every entry: name, kind, type name, size and capacity (read from each
@@ -512,55 +831,178 @@ impl Store {
 }
 
 /// The entries of the store held by `region`, which may be a read-only
-/// attachment: for tools such as `shm inspect`. Only reads.
+/// attachment: for tools such as `shm inspect`. Only reads, and does not wait
+/// for a creator.
 ///
 /// # Errors
 ///
 /// [`Error::WrongKind`] if the region holds something else (or nothing of
-/// ours); [`Error::Corrupted`] for an impossible directory.
+/// ours); [`Error::UnsupportedVersion`], [`Error::IncompatiblePlatform`],
+/// [`Error::LengthMismatch`] as for an open; [`Error::Corrupted`] for an
+/// impossible directory.
 pub fn store_entries(region: Region) -> Result<Vec<EntryInfo>> {
+    let location = Location::Heap;
     let header = Header::read_from(&region)
-        .filter(|header| header.magic == header::MAGIC && header.kind == Kind::Store as u32)
+        .filter(|header| header.magic == header::MAGIC)
         .ok_or_else(|| Error::WrongKind {
-            location: Location::Heap,
+            location: location.clone(),
             expected: Kind::Store.name().into(),
             found: "something else".into(),
         })?;
-    let entries = header.layout.capacity;
-    let start = arena_start(entries)
-        .filter(|&start| start <= region.len())
-        .ok_or_else(|| Error::Corrupted {
-            location: Location::Heap,
-            what: format!(
-                "a store of {entries} entries cannot fit {} bytes",
-                region.len()
-            ),
-        })?;
-    Store::from_parts(region, Backend::Heap, Location::Heap, entries, start).entries()
-}
-
-/// Waits (bounded) for a segment's creator and copies its header.
-fn wait_for_header(region: &Region, location: &Location) -> Result<Header> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let header = Header::read_from(region).ok_or_else(|| Error::TooSmall {
-            location: location.clone(),
-            needed: PAYLOAD_OFFSET,
-            found: region.len(),
-        })?;
-        if header.state == STATE_READY || std::time::Instant::now() >= deadline {
-            // Not ready by the deadline: the full open reports why.
-            return Ok(header);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    header::check_identity(&header, &location, Kind::Store)?;
+    let layout = Layout::of(&header, &location)?;
+    header::validate(&header, region.len(), &location, &layout.spec())?;
+    Store::from_parts(
+        region,
+        Backend::Heap,
+        location,
+        layout,
+        StoreOptions::default(),
+    )
+    .entries()
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("location", &self.location)
-            .field("entries", &self.entries)
+            .field("entries", &self.layout.entries)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// This thread's id, as the lock records it.
+    fn tid() -> u32 {
+        u32::try_from(rustix::thread::gettid().as_raw_nonzero().get()).unwrap()
+    }
+
+    /// Runs `check` while another thread, alive, holds `lock` (taken with
+    /// `take`, given back with `give_back`); `check` gets that thread's id.
+    fn while_held<L: Sync>(
+        lock: &L,
+        take: impl FnOnce(&L) -> Box<dyn FnOnce() + '_> + Send,
+        check: impl FnOnce(u32),
+    ) {
+        let (held, holder) = mpsc::channel();
+        let (done, finish) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let give_back = take(lock);
+                held.send(tid()).unwrap();
+                // Until the check is over (or failed: the sender is dropped).
+                let _ = finish.recv();
+                give_back();
+            });
+            let holder = holder.recv().unwrap();
+            check(holder);
+            drop(done);
+        });
+    }
+
+    #[test]
+    fn store_lock_timeout_names_the_store_the_entry_and_the_live_holder() {
+        let timeout = Duration::from_millis(50);
+        let store = Store::options()
+            .lock_timeout(Some(timeout))
+            .create(Location::Private, 4, 1 << 14)
+            .unwrap();
+        store.remove().unwrap(); // gone when unmapped, also if this test fails
+        let location = store.location().clone();
+        while_held(
+            &store,
+            |store| {
+                let mutex = header::lock_of(&store.region);
+                assert!(!mutex.acquire(None).unwrap().owner_died);
+                Box::new(move || mutex.release())
+            },
+            |holder| {
+                let started = std::time::Instant::now();
+                let error = store.object::<u64>("late", 1).unwrap_err();
+                assert!(started.elapsed() >= timeout);
+                let text = error.to_string();
+                match error {
+                    Error::Entry {
+                        location: at,
+                        name,
+                        source,
+                    } => {
+                        assert_eq!((at, name.as_str()), (location.clone(), "late"));
+                        match *source {
+                            Error::LockTimeout {
+                                location: inner,
+                                waited,
+                                holder: found,
+                            } => assert_eq!(
+                                (inner, waited, found),
+                                (location.clone(), timeout, holder)
+                            ),
+                            other => panic!("expected LockTimeout inside, got {other:?}"),
+                        }
+                    }
+                    other => panic!("expected a lock timeout of entry \"late\", got {other:?}"),
+                }
+                assert!(
+                    text.contains("\"late\"")
+                        && text.contains(&format!("tid {holder}"))
+                        && text.contains(&location.to_string()),
+                    "{text}"
+                );
+            },
+        );
+        // Free again: the entry is made.
+        assert_eq!(store.object::<u64>("late", 1).unwrap().load().unwrap(), 1);
+    }
+
+    #[test]
+    fn entry_lock_timeout_applies_to_the_objects_a_store_hands_out() {
+        let timeout = Duration::from_millis(50);
+        let store = Store::options()
+            .entry_lock_timeout(Some(timeout))
+            .create(Location::Private, 4, 1 << 14)
+            .unwrap();
+        store.remove().unwrap();
+        let object = store.object::<u64>("counter", 5).unwrap();
+        while_held(
+            &object,
+            |object| {
+                let guard = object.lock().unwrap();
+                Box::new(move || drop(guard))
+            },
+            |holder| {
+                for handle in [
+                    store.get_object::<u64>("counter").unwrap(),
+                    store.object::<u64>("counter", 0).unwrap(),
+                ] {
+                    match handle.load() {
+                        Err(Error::LockTimeout {
+                            waited,
+                            holder: found,
+                            ..
+                        }) => assert_eq!((waited, found), (timeout, holder)),
+                        other => panic!("expected a lock timeout, got {other:?}"),
+                    }
+                }
+            },
+        );
+        assert_eq!(object.load().unwrap(), 5);
+    }
+
+    #[test]
+    fn default_timeouts_are_the_documented_ones() {
+        let options = Store::options();
+        assert_eq!(options.lock_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(options.entry_lock_timeout, None);
+        assert_eq!(options.init_timeout, Duration::from_secs(1));
+        let store = Store::create_in(Region::heap(1 << 14), 2).unwrap();
+        assert_eq!(
+            store.store_options().lock_timeout,
+            Some(StoreOptions::DEFAULT_LOCK_TIMEOUT)
+        );
     }
 }

@@ -132,15 +132,22 @@ mod imp {
     }
 
     /// The calling thread's id.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn current_tid() -> u32 {
         identity().tid
     }
 
     /// The calling thread's start time.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn current_start_time() -> StartTime {
         identity().start
+    }
+
+    /// The calling thread's id and start time, from one look at the cache.
+    #[inline(always)]
+    pub(crate) fn current_identity() -> (u32, StartTime) {
+        let identity = identity();
+        (identity.tid, identity.start)
     }
 
     /// Reads `/proc/<tid>/stat`: `pid (comm) state ... starttime(22) ...`. The
@@ -214,6 +221,9 @@ mod imp {
     pub(crate) fn current_start_time() -> StartTime {
         1
     }
+    pub(crate) fn current_identity() -> (u32, StartTime) {
+        (current_tid(), current_start_time())
+    }
     pub(crate) fn task_state(_tid: u32) -> TaskState {
         TaskState::Alive(1)
     }
@@ -228,9 +238,9 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{
-    current_pid, current_start_time, current_tid, current_uid, pid_namespace, task_state,
-};
+pub(crate) use imp::{current_identity, current_pid, current_uid, pid_namespace, task_state};
+#[cfg(test)]
+pub(crate) use imp::{current_start_time, current_tid};
 
 /// Whether the CPU has PREFETCHW (CPUID leaf 0x8000_0001, ECX bit 8), asked
 /// once per handle.

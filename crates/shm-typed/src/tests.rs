@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::header::{STATE_INITIALIZING, STATE_READY};
 use crate::{Error, Header, Region, Shared, SharedOptions, PAYLOAD_OFFSET};
 
+/// Crafted segments: property tests with values near the integer limits.
+#[cfg(not(miri))]
+mod crafted;
+
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 struct Sample {
@@ -82,8 +86,8 @@ type Corruption<'a> = (usize, &'a [u8], fn(&Error) -> bool);
 fn each_header_check_has_its_own_error() {
     let cases: [Corruption<'_>; 7] = [
         (0, b"XXXXXXXX", |e| matches!(e, Error::BadMagic { .. })),
-        (8, &2u32.to_ne_bytes(), |e| {
-            matches!(e, Error::UnsupportedVersion { found: 2, .. })
+        (8, &99u32.to_ne_bytes(), |e| {
+            matches!(e, Error::UnsupportedVersion { found: 99, .. })
         }),
         (20, &0x0403_0201u32.to_ne_bytes(), |e| {
             matches!(e, Error::IncompatiblePlatform { .. })
@@ -235,4 +239,25 @@ mod fuzz {
         assert_eq!(HEADER_SIZE, 256);
         assert_eq!(PAYLOAD_OFFSET, 384);
     }
+}
+
+/// The first `len` bytes of a fresh store (header, lock, control words and
+/// directory) copied into a heap region of exactly `len` bytes.
+fn store_prefix(len: usize) -> Region {
+    let store = crate::Store::create_in(Region::heap(1 << 16), 4).unwrap();
+    store.object::<u64>("first", 1).unwrap();
+    let mut bytes = vec![0u8; len];
+    store.region().read_bytes(0, &mut bytes);
+    let region = Region::heap(len);
+    region.write_bytes(0, &bytes);
+    region
+}
+
+#[test]
+fn crafted_store_entries_of_a_300_byte_region_is_an_error() {
+    let region = store_prefix(300);
+    // A directory whose end, rounded up to a page, wraps to 0: "fits" anywhere.
+    region.write_bytes(56, &((1u64 << 57) - 5).to_ne_bytes());
+    let error = crate::store_entries(region).unwrap_err();
+    assert!(matches!(error, Error::Corrupted { .. }), "{error:?}");
 }

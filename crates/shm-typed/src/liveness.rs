@@ -1,0 +1,137 @@
+//! The one place that decides "that party is dead": the lock's takeover, the
+//! SPSC side claims and `shm ls` all ask it, and all judge one consistent
+//! observation of one acquisition.
+//!
+//! # Acquisitions and their records
+//!
+//! Whatever can be held and taken over (the lock, a ring side) is an *owner
+//! word* of 64 bits: the holder's id (thread or process id) in the low half and
+//! a *generation* in the high half, which every acquisition changes. Beside it
+//! sits a *record* word that the new holder writes right after winning the owner
+//! word: its start time (clock ticks since boot) in the high 40 bits and the low
+//! 24 bits of the generation it won as a tag.
+//!
+//! A judge loads the owner word, then the record. The record describes the
+//! acquisition that the owner word shows only if its tag equals that
+//! generation's; otherwise (the holder has not written it yet, or a later
+//! holder has) the start time is unknown, and the holder counts as dead only if
+//! no task with its id exists at all. A takeover is a compare-and-swap from the
+//! whole observed owner word, generation included, so it succeeds only on the
+//! acquisition that was judged: had the holder released and anyone (that
+//! holder included) acquired again, the generation differs and the CAS fails.
+//!
+//! What remains is wrap-around: the CAS is fooled only if 2^32 acquisitions
+//! happen between the judge's load and its CAS and the last of them is the same
+//! id's; the tag is fooled only if 2^24 happen between two adjacent loads. Both
+//! need the judge to stall for minutes at the highest acquisition rate while
+//! the ids line up; we accept that and say so.
+//!
+//! Ids mean something only inside one pid namespace; the lock records its
+//! users' namespace and refuses takeovers across namespaces.
+
+use crate::sys::{self, StartTime, TaskState};
+
+/// The id part (low half) of an owner word.
+pub(crate) const ID_MASK: u64 = 0xffff_ffff;
+/// Bits of the record that carry the generation tag.
+const TAG_BITS: u32 = 24;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+/// Start times are kept to 40 bits: 348 years of ticks at `USER_HZ` = 100.
+const START_MASK: u64 = (1 << (64 - TAG_BITS)) - 1;
+
+/// The generation of an owner word.
+#[inline(always)]
+pub(crate) const fn generation(owner: u64) -> u32 {
+    (owner >> 32) as u32
+}
+
+/// The owner word of the acquisition after `owner`, by `id` (the generation
+/// wraps on purpose: it only ever needs to differ from recent ones).
+#[inline(always)]
+pub(crate) const fn next(owner: u64, id: u32) -> u64 {
+    ((generation(owner).wrapping_add(1) as u64) << 32) | id as u64
+}
+
+/// The record a holder writes after winning generation `generation`.
+#[inline(always)]
+pub(crate) const fn record(start: StartTime, generation: u32) -> u64 {
+    ((start & START_MASK) << TAG_BITS) | (generation as u64 & TAG_MASK)
+}
+
+/// The start time in `record` if it was written for `generation`.
+#[inline(always)]
+pub(crate) const fn recorded_start(record: u64, generation: u32) -> Option<StartTime> {
+    if record & TAG_MASK == generation as u64 & TAG_MASK && record >> TAG_BITS != 0 {
+        Some(record >> TAG_BITS)
+    } else {
+        None
+    }
+}
+
+/// Whether task `id`, which held an acquisition whose record says it started
+/// at `recorded` (`None`: unknown), is dead now: no such task, a zombie, or a
+/// task with that id that started at another time (the id was reused).
+pub(crate) fn is_dead(id: u32, recorded: Option<StartTime>) -> bool {
+    if id == 0 {
+        return true;
+    }
+    match sys::task_state(id) {
+        TaskState::Dead => true,
+        TaskState::Alive(start) => recorded.is_some_and(|recorded| start & START_MASK != recorded),
+    }
+}
+
+/// A start time as records keep it.
+#[inline(always)]
+pub(crate) fn own_start(start: StartTime) -> StartTime {
+    start & START_MASK
+}
+
+/// The calling process's start time as records keep it (0: unknown). Reads
+/// `/proc`: for claims, not for every lock.
+pub(crate) fn own_process_start() -> StartTime {
+    match sys::task_state(sys::current_pid()) {
+        TaskState::Alive(start) => own_start(start),
+        TaskState::Dead => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_match_only_their_own_generation() {
+        let start = 123_456_789;
+        let written = record(start, 7);
+        assert_eq!(recorded_start(written, 7), Some(start));
+        assert_eq!(recorded_start(written, 8), None);
+        // The tag is the generation's low 24 bits.
+        assert_eq!(recorded_start(written, 7 + (1 << 24)), Some(start));
+        // A zero record (nothing written) is unknown for any generation.
+        assert_eq!(recorded_start(0, 0), None);
+    }
+
+    #[test]
+    fn every_acquisition_changes_the_generation() {
+        let first = next(0, 42);
+        assert_eq!((first & ID_MASK, generation(first)), (42, 1));
+        let again = next(first & !ID_MASK, 42);
+        assert_ne!(first, again);
+        assert_eq!(generation(next(u64::MAX, 5)), 0, "wraps on purpose");
+    }
+
+    #[cfg(not(miri))]
+    #[test]
+    fn the_caller_is_alive_and_reuse_is_seen() {
+        let tid = sys::current_tid();
+        let start = own_start(sys::current_start_time());
+        assert!(!is_dead(tid, Some(start)));
+        assert!(!is_dead(tid, None));
+        assert!(
+            is_dead(tid, Some(start + 1)),
+            "another start time: reused id"
+        );
+        assert!(is_dead(0, None));
+    }
+}

@@ -1,0 +1,119 @@
+//! Mutual exclusion across processes that started at different times, as users
+//! start them: four processes, each started at least two clock ticks after the
+//! one before (so their start times differ, which is what the liveness check
+//! compares), lock one lock in a loop and add one to a counter with a plain
+//! read, a random pause and a plain write. A lost update means two holders at
+//! once; an `owner_died` means a live holder was taken over. Both must be 0.
+//!
+//! `LOCK_STRESS_OPS` sets the lock operations per process (default 500,000:
+//! 2 M in all); `.ci/long` runs far more. Every segment is removed by a guard,
+//! also on panic.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use shm_typed::{Location, Shared, Store};
+use support::Peer;
+
+const PROCESSES: u64 = 4;
+/// Three clock ticks at `USER_HZ` = 100: start times (in ticks) differ.
+const STAGGER: Duration = Duration::from_millis(30);
+
+fn ops_per_process() -> u64 {
+    std::env::var("LOCK_STRESS_OPS")
+        .ok()
+        .and_then(|ops| ops.parse().ok())
+        .unwrap_or(500_000)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+fn start_time(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &text[text.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// Starts the lockers one after another, checks that their start times all
+/// differ, and returns the total of `owner_died` they saw.
+fn run_staggered(which: &str, id: i32, ops: u64) -> u64 {
+    let started = Instant::now();
+    let mut peers = Vec::new();
+    let mut starts = Vec::new();
+    for seed in 0..PROCESSES {
+        if seed > 0 {
+            std::thread::sleep(STAGGER);
+        }
+        let peer = Peer::start(&[
+            "lock-stagger",
+            which,
+            &id.to_string(),
+            &ops.to_string(),
+            &seed.to_string(),
+        ]);
+        starts.push(start_time(peer.pid()));
+        peers.push(peer);
+    }
+    let mut distinct = starts.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        starts.len(),
+        "start times {starts:?} must differ"
+    );
+    let mut died = 0;
+    for peer in &mut peers {
+        let line = peer.expect_line("done");
+        died += line
+            .strip_prefix("done died=")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("bad report {line:?}"));
+        peer.wait_success();
+    }
+    eprintln!(
+        "{which}: {} lock operations by {PROCESSES} processes started {STAGGER:?} apart in {:?}",
+        PROCESSES * ops,
+        started.elapsed()
+    );
+    died
+}
+
+#[test]
+fn staggered_processes_never_share_the_lock_of_a_shared_value() {
+    let ops = ops_per_process();
+    let value = Shared::<[u64; 4]>::create(Location::Private, [0; 4]).unwrap();
+    value.remove().unwrap(); // gone when the last process unmaps it
+    let Location::Id(id) = *value.location() else {
+        panic!("a private segment is found by id")
+    };
+    let died = run_staggered("shared", id, ops);
+    let count = value.load().unwrap()[0];
+    assert_eq!(died, 0, "live holders were taken over");
+    assert_eq!(
+        count,
+        PROCESSES * ops,
+        "{} updates lost",
+        PROCESSES * ops - count
+    );
+}
+
+#[test]
+fn staggered_processes_never_share_the_lock_of_a_store() {
+    let ops = ops_per_process();
+    let store = Store::create(Location::Private, 4, 1 << 16).unwrap();
+    store.remove().unwrap();
+    let counter = store.object::<[u64; 4]>("counter", [0; 4]).unwrap();
+    let Location::Id(id) = *store.location() else {
+        panic!("a private segment is found by id")
+    };
+    let died = run_staggered("store", id, ops);
+    let count = counter.load().unwrap()[0];
+    assert_eq!(died, 0, "live holders were taken over");
+    assert_eq!(
+        count,
+        PROCESSES * ops,
+        "{} updates lost",
+        PROCESSES * ops - count
+    );
+}
