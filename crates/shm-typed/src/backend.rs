@@ -39,6 +39,14 @@ pub(crate) fn sysv_key(location: &Location) -> Result<Key> {
     }
 }
 
+/// A store entry has no OS object of its own: its store makes and opens it.
+fn entry_unsupported(location: &Location) -> Error {
+    Error::Unsupported {
+        location: location.clone(),
+        what: "a store entry is created and opened through its Store".into(),
+    }
+}
+
 /// Makes the OS object for a new segment and maps it.
 pub(crate) fn create_backend(
     location: &Location,
@@ -90,6 +98,7 @@ pub(crate) fn create_backend(
             what: "cannot create a segment by id; use Location::Private".into(),
         }),
         Location::Heap => Ok((Region::heap(len), Backend::Heap, Location::Heap)),
+        Location::Entry { .. } => Err(entry_unsupported(location)),
     }
 }
 
@@ -158,6 +167,7 @@ pub(crate) fn open_backend(
             location: location.clone(),
             what: "a heap region is opened with SharedOptions::open_in".into(),
         }),
+        Location::Entry { .. } => Err(entry_unsupported(location)),
     }
 }
 

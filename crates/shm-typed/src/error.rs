@@ -32,6 +32,14 @@ pub enum Location {
     Posix(String),
     /// A heap [`Region`](crate::Region) in this process (tests, single process).
     Heap,
+    /// An entry of a [`Store`](crate::Store): what the handles the store hands
+    /// out name in their errors. Opened through the store, not by itself.
+    Entry {
+        /// Where the store is.
+        store: Box<Location>,
+        /// The entry's name.
+        name: String,
+    },
 }
 
 impl Location {
@@ -67,6 +75,7 @@ impl fmt::Display for Location {
             Location::Private => f.write_str("SysV IPC_PRIVATE segment"),
             Location::Posix(name) => write!(f, "POSIX shm {name:?}"),
             Location::Heap => f.write_str("heap region"),
+            Location::Entry { store, name } => write!(f, "entry {name:?} of {store}"),
         }
     }
 }

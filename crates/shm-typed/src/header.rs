@@ -1,4 +1,4 @@
-//! The segment header (format version 1) and the init protocol.
+//! The segment header (format version 2) and the init protocol.
 //!
 //! See the crate documentation for the byte-by-byte layout.
 
@@ -120,7 +120,7 @@ pub struct CreatorRecord {
     pub pid_namespace: u64,
 }
 
-/// The segment header, format version 1: the first 256 bytes of every segment.
+/// The segment header, format version 2: the first 256 bytes of every segment.
 /// All-zero bytes are the valid "uninitialised" header.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]

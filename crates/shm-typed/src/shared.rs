@@ -244,7 +244,7 @@ impl<T: Pod> SharedOptions<T> {
                 }
             },
             Location::Private | Location::Heap => self.create(location, value).map(|s| (s, true)),
-            Location::Id(_) => self.open(location).map(|s| (s, false)),
+            Location::Id(_) | Location::Entry { .. } => self.open(location).map(|s| (s, false)),
         }
     }
 
@@ -256,8 +256,26 @@ impl<T: Pod> SharedOptions<T> {
 
     /// Opens a region that holds a `Shared<T>` (validating its header).
     pub fn open_in(&self, region: Region) -> Result<Shared<T>> {
-        let spec = self.checked_spec(&Location::Heap)?;
-        self.finish_open(region, Backend::Heap, Location::Heap, &spec, None)
+        self.open_in_at(region, Location::Heap)
+    }
+
+    /// [`create_in`](SharedOptions::create_in) for a region that errors name
+    /// as `location` (a store's entry).
+    pub(crate) fn create_in_at(
+        &self,
+        region: Region,
+        location: Location,
+        value: T,
+    ) -> Result<Shared<T>> {
+        let spec = self.checked_spec(&location)?;
+        self.finish_create(region, Backend::Heap, location, &spec, value)
+    }
+
+    /// [`open_in`](SharedOptions::open_in) for a region that errors name as
+    /// `location` (a store's entry).
+    pub(crate) fn open_in_at(&self, region: Region, location: Location) -> Result<Shared<T>> {
+        let spec = self.checked_spec(&location)?;
+        self.finish_open(region, Backend::Heap, location, &spec, None)
     }
 }
 
