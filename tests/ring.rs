@@ -315,3 +315,59 @@ fn scribbling_on_indices_and_claims_gives_only_corrupted_errors_or_data() {
     assert!(corrupted > 0, "the scribbling was noticed");
     eprintln!("consumer: {values} values, {corrupted} corrupted ({reclaims} reclaims); producer: {report}");
 }
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+fn start_time(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &text[text.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_claim_is_judged_on_its_own_record_only() {
+    // The producer claim word (generation << 32 | pid) at control + 384, its
+    // record (start time << 24 | generation's low 24 bits) at control + 400.
+    const CLAIM: usize = PAYLOAD_OFFSET + 384;
+    const RECORD: usize = PAYLOAD_OFFSET + 400;
+    let (ring, segment, _id) = private_ring(16);
+    let mut bystander = Peer::start(&["idle"]);
+    let pid = bystander.pid();
+    assert_eq!(bystander.expect_line("pid"), format!("pid {pid}"));
+    let start = start_time(pid);
+    let poke = |offset: usize, value: u64| {
+        let mapping = segment.attach().unwrap();
+        mapping.write_at(offset, &value.to_ne_bytes()).unwrap();
+    };
+    let claimed_by_live = |ring: &SpscRing<u64>| matches!(ring.producer(), Err(Error::Unsupported { what, .. }) if what.contains(&format!("live pid {pid}")));
+
+    // Claim 7 by the live bystander, recorded with its real start time.
+    poke(CLAIM, (7 << 32) | u64::from(pid));
+    poke(RECORD, (start << 24) | 7);
+    assert!(claimed_by_live(&ring), "a live claim is respected");
+    // Another start time, but in the record of another claim (6): it says
+    // nothing about claim 7, whose holder is alive.
+    poke(RECORD, ((start + 999) << 24) | 6);
+    assert!(
+        claimed_by_live(&ring),
+        "a foreign record is not this claim's"
+    );
+    // Claim 7's own record with another start time: the pid was reused, the
+    // claimer is dead, and the claim is taken over as generation 8.
+    poke(RECORD, ((start + 999) << 24) | 7);
+    let producer = ring.producer().expect("a dead claim is taken over");
+    let mapping = segment.attach().unwrap();
+    let mut word = [0u8; 8];
+    mapping.read_at(CLAIM, &mut word).unwrap();
+    assert_eq!(
+        u64::from_ne_bytes(word),
+        (8 << 32) | u64::from(std::process::id())
+    );
+    drop(producer);
+    mapping.read_at(CLAIM, &mut word).unwrap();
+    assert_eq!(
+        u64::from_ne_bytes(word),
+        8 << 32,
+        "released: free, generation kept"
+    );
+    drop(bystander);
+}
