@@ -338,7 +338,7 @@ pub(crate) fn initialize(
     // Everything but the state word, which only ever changes atomically.
     region.write_bytes(0, &bytes[..STATE_OFFSET]);
     region.write_bytes(STATE_OFFSET + 4, &bytes[STATE_OFFSET + 4..]);
-    lock_of(region).set_namespace(header.creator.pid_namespace);
+    lock_of(region).set_namespace(sys::current_domain());
     write_payload(region);
     // Release: an opener that reads `ready` (Acquire) sees all of the above.
     state.store(STATE_READY, Ordering::Release);

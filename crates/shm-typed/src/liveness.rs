@@ -26,8 +26,14 @@
 //! need the judge to stall for minutes at the highest acquisition rate while
 //! the ids line up; we accept that and say so.
 //!
-//! Ids mean something only inside one pid namespace; the lock records its
-//! users' namespace and refuses takeovers across namespaces.
+//! Ids mean something only inside one pid namespace, and start times only
+//! inside one time namespace. A segment records its creator's pair of both (its
+//! *domain*); a judge of another domain never takes over, and a holder of
+//! another domain marks its acquisition [`FOREIGN`], which nobody takes over.
+//!
+//! Only definite answers count as dead: `ESRCH`, no `/proc` entry, a zombie,
+//! or a start time that differs from the one recorded for this very
+//! acquisition. A `/proc` that cannot be read counts as alive.
 
 use crate::sys::{self, StartTime, TaskState};
 
@@ -71,14 +77,36 @@ pub(crate) const fn recorded_start(record: u64, generation: u32) -> Option<Start
 /// Whether task `id`, which held an acquisition whose record says it started
 /// at `recorded` (`None`: unknown), is dead now: no such task, a zombie, or a
 /// task with that id that started at another time (the id was reused).
+/// A task whose start time `/proc` would not tell (0) is alive.
 pub(crate) fn is_dead(id: u32, recorded: Option<StartTime>) -> bool {
-    if id == 0 {
-        return true;
-    }
-    match sys::task_state(id) {
+    id == 0 || judge(sys::task_state(id), recorded)
+}
+
+/// [`is_dead`] for a process id (the SPSC side claims): a process whose main
+/// thread exited while other threads run is alive.
+pub(crate) fn is_process_dead(pid: u32, recorded: Option<StartTime>) -> bool {
+    pid == 0 || judge(sys::process_state(pid), recorded)
+}
+
+fn judge(state: TaskState, recorded: Option<StartTime>) -> bool {
+    match state {
         TaskState::Dead => true,
+        TaskState::Alive(0) => false,
         TaskState::Alive(start) => recorded.is_some_and(|recorded| start & START_MASK != recorded),
     }
+}
+
+/// Set in an owner or claim word by a holder whose liveness domain (pid and
+/// time namespaces, see `sys::current_domain`) is not the segment's: nobody
+/// can judge it, so nobody ever takes it over. Ids need 22 bits at most
+/// (`PID_MAX_LIMIT`), so bit 30 is free.
+pub(crate) const FOREIGN: u64 = 1 << 30;
+
+/// Whether a process of domain `ours` acquiring in a segment of domain
+/// `theirs` (0: unknown) is foreign to it.
+#[inline(always)]
+pub(crate) fn foreign(ours: u64, theirs: u64) -> bool {
+    theirs != 0 && ours != theirs
 }
 
 /// A start time as records keep it.

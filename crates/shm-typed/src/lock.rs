@@ -11,13 +11,13 @@ use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::liveness::{self, generation, next, ID_MASK};
+use crate::liveness::{self, generation, next, FOREIGN, ID_MASK};
 use crate::sys::{self, StartTime};
 
 /// Set in the owner word while a thread sleeps (or is about to sleep) on the lock.
 const WAITERS: u64 = 1 << 31;
 /// The holder's thread id in the owner word.
-const TID_MASK: u64 = ID_MASK & !WAITERS;
+const TID_MASK: u64 = ID_MASK & !WAITERS & !FOREIGN;
 /// Generation and thread id: what names one acquisition.
 const ACQUISITION_MASK: u64 = !WAITERS;
 /// The generation half of the owner word.
@@ -38,7 +38,6 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) trait Atomic<V> {
     fn load(&self, order: Ordering) -> V;
     fn store(&self, value: V, order: Ordering);
-    fn swap(&self, value: V, order: Ordering) -> V;
     fn compare_exchange(
         &self,
         current: V,
@@ -64,10 +63,6 @@ macro_rules! impl_atomic {
             #[inline(always)]
             fn store(&self, value: $value, order: std::sync::atomic::Ordering) {
                 self.store(value, order)
-            }
-            #[inline(always)]
-            fn swap(&self, value: $value, order: std::sync::atomic::Ordering) -> $value {
-                self.swap(value, order)
             }
             #[inline(always)]
             fn compare_exchange(
@@ -109,7 +104,7 @@ pub(crate) trait Env<W32> {
     /// Whether thread `tid`, whose record says it started at `recorded`
     /// (`None`: unknown for this acquisition), is dead.
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool;
-    /// The caller's pid namespace (0: unknown).
+    /// The caller's liveness domain, pid and time namespace (0: unknown).
     fn namespace(&self) -> u64;
     /// A spin-wait hint.
     fn pause(&self);
@@ -148,8 +143,9 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
         (self.0)(tid, recorded)
     }
 
+    #[inline(always)]
     fn namespace(&self) -> u64 {
-        sys::pid_namespace()
+        sys::current_domain()
     }
 
     #[inline(always)]
@@ -191,12 +187,12 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
 ///
 /// | offset | size | word | contents |
 /// |---:|---:|---|---|
-/// | 0 | 8 | `owner` | bits 0-30 holder tid (0: free), bit 31 `WAITERS`, bits 32-63 generation |
+/// | 0 | 8 | `owner` | bits 0-29 holder tid (0: free), bit 30 `FOREIGN`, bit 31 `WAITERS`, bits 32-63 generation |
 /// | 8 | 4 | `wakes` | futex word: a count that every waking unlock increments |
 /// | 12 | 4 | `flags` | bit 0 `INCONSISTENT`, bit 1 `POISONED` |
 /// | 16 | 8 | `record` | holder's start time (clock ticks since boot) << 24, generation's low 24 bits |
 /// | 24 | 8 | `sequence` | seqlock count, odd while a holder may write |
-/// | 32 | 8 | `namespace` | the users' pid namespace (inode of `/proc/self/ns/pid`), 0: unknown |
+/// | 32 | 8 | `namespace` | the users' domain: inodes of `/proc/self/ns/pid` and `/proc/self/ns/time` mixed (`pid ^ time.rotate_left(32)`), 0: unknown |
 /// | 40 | 88 | reserved | 0 |
 ///
 /// # Protocol
@@ -242,9 +238,12 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
 /// `sequence` is a seqlock counter, odd while a holder may be writing, so readers
 /// that cannot take the lock (read-only attachments) still get consistent copies.
 ///
-/// Liveness by thread id only means something inside one pid namespace; the
-/// creator's namespace is recorded in `namespace`, and a waiter in another one
-/// never takes the lock over.
+/// Liveness by thread id only means something inside one pid namespace, and
+/// start times only inside one time namespace: the creator's pair (its
+/// *domain*) is recorded in `namespace`; a waiter of another domain never takes
+/// the lock over, and a holder of another domain sets bit 30 (`FOREIGN`) in the
+/// owner word with its CAS, so nobody judges it (a timeout says who holds it).
+/// Unlock is a CAS from the caller's own acquisition: it never frees another.
 ///
 /// `set_robust_list` is never called: glibc owns each thread's robust list.
 ///
@@ -336,6 +335,14 @@ fn tid_of(owner: u64) -> u32 {
 }
 
 impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
+    /// What we write into the owner word's id part: our tid, marked
+    /// [`FOREIGN`] if we live in another domain than the lock's users.
+    #[inline(always)]
+    fn id<E: Env<W32>>(&self, env: &E, tid: u32) -> u32 {
+        let foreign = liveness::foreign(env.namespace(), self.namespace.load(Ordering::Relaxed));
+        tid | if foreign { FOREIGN as u32 } else { 0 }
+    }
+
     /// The uncontended path alone: one load, one CAS and the bookkeeping, small
     /// enough to inline. `None`: take the full path.
     #[inline(always)]
@@ -349,7 +356,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         if observed & ID_MASK != 0 {
             return None;
         }
-        let won = next(observed, tid);
+        let won = next(observed, self.id(env, tid));
         self.owner
             .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
@@ -378,6 +385,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         honor_poison: bool,
     ) -> Result<Acquired, LockFailure> {
         let (tid, start) = env.me();
+        let id = self.id(env, tid);
         let started = env.now();
         let mut spins = 0;
         let mut slept = false;
@@ -386,7 +394,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             if observed & ID_MASK == 0 {
                 // Once we have slept, other sleepers may remain: keep the bit so
                 // our unlock wakes them.
-                let won = next(observed, tid) | if slept { WAITERS } else { 0 };
+                let won = next(observed, id) | if slept { WAITERS } else { 0 };
                 if self
                     .owner
                     .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
@@ -438,7 +446,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
                 && self.foreign_namespace(env).is_none()
                 && self.holder_dead(env, now)
             {
-                if let Some(result) = self.take_over(env, now, tid, start, honor_poison) {
+                if let Some(result) = self.take_over(env, now, id, start, honor_poison) {
                     return result;
                 }
             }
@@ -452,9 +460,10 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         honor_poison: bool,
     ) -> Result<Acquired, LockFailure> {
         let (tid, start) = env.me();
+        let id = self.id(env, tid);
         let mut observed = self.owner.load(Ordering::Acquire);
         if observed & ID_MASK == 0 {
-            let won = next(observed, tid);
+            let won = next(observed, id);
             match self
                 .owner
                 .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Acquire)
@@ -471,7 +480,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             && self.holder_dead(env, observed)
         {
             return self
-                .take_over(env, observed, tid, start, honor_poison)
+                .take_over(env, observed, id, start, honor_poison)
                 .unwrap_or(Err(would_block));
         }
         Err(would_block)
@@ -508,9 +517,10 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         liveness::recorded_start(self.record.load(Ordering::Relaxed), generation(owner))
     }
 
-    /// Whether the holder of the acquisition `owner` is dead.
+    /// Whether the holder of the acquisition `owner` is dead. A holder of
+    /// another domain cannot be judged: never.
     fn holder_dead<E: Env<W32>>(&self, env: &E, owner: u64) -> bool {
-        env.is_dead(tid_of(owner), self.recorded_start(owner))
+        owner & FOREIGN == 0 && env.is_dead(tid_of(owner), self.recorded_start(owner))
     }
 
     /// Takes the lock from the dead holder of the acquisition `observed`. `None`
@@ -519,12 +529,12 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         &self,
         env: &E,
         observed: u64,
-        tid: u32,
+        id: u32,
         start: StartTime,
         honor_poison: bool,
     ) -> Option<Result<Acquired, LockFailure>> {
         // Keep WAITERS: other threads may be asleep.
-        let won = next(observed, tid) | WAITERS;
+        let won = next(observed, id) | WAITERS;
         self.owner
             .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
@@ -561,19 +571,38 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         })
     }
 
-    /// Releases the lock; the caller holds it.
+    /// Releases the lock if the calling thread holds it; does nothing
+    /// otherwise (a forked child dropping its copy of a parent's guard, a
+    /// caller that was taken over), so it never frees someone else's
+    /// acquisition.
     #[inline(always)]
     pub(crate) fn release<E: Env<W32>>(&self, env: &E) {
+        let (tid, _) = env.me();
+        let mut held = self.owner.load(Ordering::Relaxed);
+        if tid_of(held) != tid {
+            return;
+        }
         let sequence = self.sequence.load(Ordering::Relaxed);
         if sequence % 2 == 1 {
             // Release: readers that see the even count see our writes.
             self.sequence
                 .store(sequence.wrapping_add(1), Ordering::Release);
         }
-        // Only we change the generation while we hold the lock; waiters only
-        // add WAITERS, which the swap returns.
-        let held = self.owner.load(Ordering::Relaxed);
-        let previous = self.owner.swap(held & GENERATION_MASK, Ordering::Release);
+        // A CAS from our very acquisition: waiters may add WAITERS meanwhile
+        // (then we try again); a takeover (had we been judged dead) changes
+        // the generation, and we leave its word alone.
+        let previous = loop {
+            match self.owner.compare_exchange(
+                held,
+                held & GENERATION_MASK,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(previous) => break previous,
+                Err(now) if now & ACQUISITION_MASK == held & ACQUISITION_MASK => held = now,
+                Err(_) => return,
+            }
+        };
         if previous & WAITERS != 0 {
             self.wakes.fetch_add(1, Ordering::Release);
             env.wake(self.wakes);
@@ -685,11 +714,9 @@ impl ShmMutex {
         self.core().try_acquire(&Os(is_dead), honor_poison)
     }
 
-    /// Releases the lock.
-    ///
-    /// The caller must hold it (this is what the guards of this crate call on
-    /// drop); releasing a lock held by another thread breaks mutual exclusion but
-    /// not memory safety of this struct, which is all atomics.
+    /// Releases the lock, if the calling thread holds it (what the guards of
+    /// this crate call on drop). A call from a thread that does not hold it
+    /// (a forked child dropping a copy of its parent's guard) changes nothing.
     #[inline(always)]
     pub fn release(&self) {
         self.core().release(&OS);
@@ -931,6 +958,28 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(lock.holder().unwrap().tid, 4242);
+    }
+
+    #[test]
+    fn a_foreign_holder_is_never_judged_and_a_non_holder_never_releases() {
+        let lock = ShmMutex::INIT;
+        // Acquisition 3 by tid 4242 of another domain (pid or time namespace).
+        lock.owner
+            .store((3 << 32) | FOREIGN | 4242, Ordering::Relaxed);
+        let result = lock.acquire_with(Some(Duration::from_millis(30)), true, always_dead);
+        assert_eq!(result, Err(LockFailure::Timeout { holder: 4242 }));
+        // We do not hold it: our release leaves it alone.
+        lock.release();
+        assert_eq!(
+            lock.holder().map(|h| (h.tid, h.generation)),
+            Some((4242, 3))
+        );
+        // The same word without the mark is judged (and here found dead).
+        lock.owner.store((3 << 32) | 4242, Ordering::Relaxed);
+        assert!(lock.try_acquire_with(true, always_dead).unwrap().owner_died);
+        lock.mark_consistent();
+        lock.release();
+        assert!(lock.holder().is_none());
     }
 
     #[test]

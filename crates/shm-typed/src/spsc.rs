@@ -496,10 +496,12 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
         let mut observed = word.load(Ordering::Acquire);
         loop {
             let holder = (observed & liveness::ID_MASK) as u32;
-            if holder != 0 {
+            if observed & liveness::ID_MASK != 0 {
                 let recorded =
                     liveness::recorded_start(record.load(Ordering::Acquire), generation(observed));
-                if holder == pid || !liveness::is_dead(holder, recorded) {
+                // Claims are not namespace-aware yet (the lock is): a claim is
+                // judged in the judge's pid and time namespace.
+                if holder == pid || !liveness::is_process_dead(holder, recorded) {
                     return Err(Error::Unsupported {
                         location: self.location.clone(),
                         what: format!("the {role} is already claimed by live pid {holder}"),
