@@ -389,8 +389,8 @@ mod lock {
         // interleavings that matter are.
         const SPINS: u32 = 0;
 
-        fn me(&self) -> (u32, StartTime) {
-            (self.tid, self.start)
+        fn me(&self) -> (u32, StartTime, u64) {
+            (self.tid, self.start, 0)
         }
 
         fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {

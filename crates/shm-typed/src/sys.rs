@@ -26,7 +26,7 @@ pub(crate) enum TaskState {
 mod imp {
     use super::*;
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicPtr, Ordering};
+    use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
     use std::sync::OnceLock;
 
     /// Who the calling thread is, cached: `gettid` is a syscall and the start time
@@ -37,12 +37,10 @@ mod imp {
         pid: u32,
         tid: u32,
         start: StartTime,
-        /// See [`current_domain`].
-        domain: u64,
     }
 
     thread_local! {
-        static IDENTITY: Cell<Identity> = const { Cell::new(Identity { pid: 0, tid: 0, start: 0, domain: 0 }) };
+        static IDENTITY: Cell<Identity> = const { Cell::new(Identity { pid: 0, tid: 0, start: 0 }) };
     }
 
     /// A private page the kernel zeroes in a forked child (`MADV_WIPEONFORK`),
@@ -128,12 +126,7 @@ mod imp {
             TaskState::Alive(start) => start,
             TaskState::Dead => 0,
         };
-        let identity = Identity {
-            pid,
-            tid,
-            start,
-            domain: domain_now(),
-        };
+        let identity = Identity { pid, tid, start };
         IDENTITY.set(identity);
         identity
     }
@@ -152,9 +145,30 @@ mod imp {
 
     /// The calling thread's id and start time, from one look at the cache.
     #[inline(always)]
-    pub(crate) fn current_identity() -> (u32, StartTime) {
+    pub(crate) fn current_identity() -> (u32, StartTime, u64) {
+        // One look at the fork page for both the pid and the domain.
+        let page = FORK_PAGE.load(Ordering::Acquire);
+        if !page.is_null() {
+            // SAFETY: as in process_id and current_domain.
+            let (pid, domain) = unsafe {
+                (
+                    (*page).load(Ordering::Relaxed),
+                    AtomicU64::from_ptr(page.cast::<u8>().add(8).cast::<u64>())
+                        .load(Ordering::Relaxed),
+                )
+            };
+            let cached = IDENTITY.get();
+            if pid != 0 && domain != 0 && cached.pid == pid && cached.tid != 0 {
+                return (cached.tid, cached.start, domain);
+            }
+        }
+        current_identity_slow()
+    }
+
+    #[cold]
+    fn current_identity_slow() -> (u32, StartTime, u64) {
         let identity = identity();
-        (identity.tid, identity.start)
+        (identity.tid, identity.start, current_domain())
     }
 
     /// The calling process's liveness domain: who can judge whom. Thread ids
@@ -163,10 +177,37 @@ mod imp {
     /// offset), so a domain is the pair of both namespaces' inodes, mixed into
     /// one word. Neither changes for a running process (`unshare` changes them
     /// for its children, which are other processes, with a fresh cache).
-    /// Cached with the thread identity; 0 if `/proc/self/ns/pid` is unreadable.
+    /// Cached in the second word of the fork page (wiped in a forked child,
+    /// which may live in other namespaces); 0 if `/proc/self/ns/pid` is
+    /// unreadable.
     #[inline(always)]
     pub(crate) fn current_domain() -> u64 {
-        identity().domain
+        let page = FORK_PAGE.load(Ordering::Acquire);
+        if !page.is_null() {
+            // SAFETY: FORK_PAGE only ever holds the never-unmapped, page-sized,
+            // page-aligned mapping set up in fork_page; offset 8 is inside it
+            // and 8-aligned, and is only ever accessed through this atomic.
+            let domain = unsafe { AtomicU64::from_ptr(page.cast::<u8>().add(8).cast::<u64>()) }
+                .load(Ordering::Relaxed);
+            if domain != 0 {
+                return domain;
+            }
+        }
+        current_domain_slow()
+    }
+
+    #[cold]
+    fn current_domain_slow() -> u64 {
+        let domain = domain_now();
+        // The page exists once the identity was filled (process_id sets it up).
+        let _ = process_id();
+        let page = FORK_PAGE.load(Ordering::Acquire);
+        if !page.is_null() {
+            // SAFETY: as in current_domain.
+            unsafe { AtomicU64::from_ptr(page.cast::<u8>().add(8).cast::<u64>()) }
+                .store(domain, Ordering::Relaxed);
+        }
+        domain
     }
 
     fn domain_now() -> u64 {
@@ -306,8 +347,8 @@ mod imp {
     pub(crate) fn current_start_time() -> StartTime {
         1
     }
-    pub(crate) fn current_identity() -> (u32, StartTime) {
-        (current_tid(), current_start_time())
+    pub(crate) fn current_identity() -> (u32, StartTime, u64) {
+        (current_tid(), current_start_time(), 1)
     }
     pub(crate) fn task_state(_tid: u32) -> TaskState {
         TaskState::Alive(1)
