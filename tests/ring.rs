@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shm_sys::sysv::Segment;
 use shm_typed::{Error, Location, PushError, SpscRing, PAYLOAD_OFFSET};
 use support::race::SleepRacer;
-use support::{Peer, RemoveOnDrop};
+use support::{start_time, Peer, RemoveOnDrop};
 
 fn private_ring(capacity: u64) -> (SpscRing<u64>, RemoveOnDrop, i32) {
     let ring = SpscRing::<u64>::create(Location::Private, capacity).expect("create");
@@ -314,13 +314,6 @@ fn scribbling_on_indices_and_claims_gives_only_corrupted_errors_or_data() {
     producer.wait_success();
     assert!(corrupted > 0, "the scribbling was noticed");
     eprintln!("consumer: {values} values, {corrupted} corrupted ({reclaims} reclaims); producer: {report}");
-}
-
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-fn start_time(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &text[text.rfind(')').unwrap() + 1..];
-    after.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 #[test]

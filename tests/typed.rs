@@ -14,7 +14,7 @@ use shm_sys::Key;
 use shm_typed::{
     Error, Location, Shared, FORMAT_VERSION, LOCK_OFFSET, PAYLOAD_OFFSET, STATE_INITIALIZING,
 };
-use support::{unique_key, unique_name, Peer, RemoveOnDrop, UnlinkOnDrop};
+use support::{start_time, unique_key, unique_name, Peer, RemoveOnDrop, UnlinkOnDrop};
 
 /// A `Shared<T>` whose segment is removed when the test ends, also on panic.
 struct Owned<T: Pod>(Shared<T>);
@@ -131,13 +131,6 @@ fn repaired_value_is_not_poisoned() {
     drop(guard);
     assert_eq!(value.load().unwrap(), 42);
     peer.wait();
-}
-
-/// Field 22 of `/proc/<pid>/stat`.
-fn start_time(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &text[text.rfind(')').unwrap() + 1..];
-    after.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 #[test]

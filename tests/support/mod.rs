@@ -298,3 +298,10 @@ pub fn ipcs_detail(id: i32, name: &str) -> String {
         .map(|(_, value)| value)
         .unwrap_or_else(|| panic!("ipcs -m -i {id} shows no {name}"))
 }
+
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+pub fn start_time(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &text[text.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
