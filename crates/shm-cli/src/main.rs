@@ -27,6 +27,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What `ls` and `inspect` do to the segments they look at.
+const ATTACH_NOTE: &str = "Reading headers attaches each System V segment read-only for a moment \
+(shmat, then shmdt), so this changes the lpid, atime and dtime of every segment it lists or \
+inspects, as `ipcs -m -p` and `ipcs -m -t` then show; nattch and the other fields are read \
+before that. POSIX objects are mapped read-only to read their headers (by ls: every object in \
+/dev/shm it can open), which updates their access time (atime).";
+
 /// See what lives in shared memory, and try it out.
 #[derive(Debug, Parser)]
 #[command(name = "shm", version, about)]
@@ -39,18 +46,28 @@ struct Cli {
 enum Command {
     /// Every System V segment on the host and our POSIX objects; our headers
     /// decoded (kind, type, state, lock holder, ring fill).
+    #[command(after_help = ATTACH_NOTE)]
     Ls {
-        /// Print JSON instead of a table.
+        /// Print JSON (one array, one object per segment) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Everything known about one segment: 0xKEY, ID, path:proj or /posix-name.
+    #[command(after_help = ATTACH_NOTE)]
     Inspect {
         /// The segment.
         target: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a segment (refused while attached, unless --force), or with
     /// --stale every segment of ours that no process is attached to.
+    #[command(
+        after_help = "With --stale, each System V segment that nobody is attached to is \
+                      attached read-only for a moment to read its header, which changes its \
+                      lpid, atime and dtime."
+    )]
     Rm {
         /// The segment: 0xKEY, ID, path:proj or /posix-name.
         target: Option<String>,
@@ -64,7 +81,8 @@ enum Command {
     /// Make a raw or typed segment, for scripting.
     Create(segments::CreateOptions),
     /// Stream a #[repr(C)] struct between a producer and a consumer process
-    /// through a ring in a fresh segment; print throughput and latency.
+    /// through a ring in a fresh segment; print throughput, latency
+    /// percentiles and a latency histogram (progress goes to stderr).
     Demo(demo::Options),
     /// (Internal) the demo's producer process.
     #[command(hide = true)]
@@ -97,7 +115,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Ls { json } => segments::list(json),
-        Command::Inspect { target } => segments::inspect(&target),
+        Command::Inspect { target, json } => segments::inspect(&target, json),
         Command::Rm {
             target,
             force,

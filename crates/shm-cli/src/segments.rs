@@ -1,13 +1,15 @@
 //! `shm ls`, `shm inspect`, `shm rm` and `shm create`.
 
 use std::error::Error;
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::{self, Segment, SegmentInfo};
 use shm_sys::{Key, Mode};
-use shm_typed::{describe, Description, Kind, Location, Region, Shared, SpscRing};
+use shm_typed::{
+    describe, Description, EntryInfo, Kind, Location, Region, Shared, SpscRing, PAYLOAD_OFFSET,
+};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -52,9 +54,15 @@ fn segment_of(target: &Target) -> Result<Segment> {
     })
 }
 
-/// A store's entries, printed (attached read-only for a moment).
-fn print_store_entries(region: Region) {
-    match shm_typed::store_entries(region) {
+/// A store's entries, read from the store's region (mapped read-only for a
+/// moment).
+fn store_entries(region: Region) -> std::result::Result<Vec<EntryInfo>, String> {
+    shm_typed::store_entries(region).map_err(|error| error.to_string())
+}
+
+/// A store's entries, printed.
+fn print_store_entries(entries: &std::result::Result<Vec<EntryInfo>, String>) {
+    match entries {
         Ok(entries) => {
             say!("entries: {}", entries.len());
             for entry in entries {
@@ -65,14 +73,14 @@ fn print_store_entries(region: Region) {
                 };
                 say!(
                     "  {:<24} {:<10} `{}` ({} bytes{capacity})",
-                    entry.name,
+                    printable(&entry.name),
                     entry.kind.name(),
-                    entry.type_name,
+                    printable(&entry.type_name),
                     entry.size
                 );
             }
         }
-        Err(error) => say!("entries: unreadable: {error}"),
+        Err(error) => say!("entries: unreadable: {}", printable(error)),
     }
 }
 
@@ -131,55 +139,196 @@ fn lock_text(description: &Description) -> String {
     }
 }
 
-fn is_ring(kind: Option<Kind>) -> bool {
-    matches!(
-        kind,
-        Some(Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing)
-    )
+/// `len/capacity` for rings of every kind, `corrupt` for a ring whose indices
+/// are impossible, `None` for what is not a ring. Which kinds are rings, and
+/// how each one's fill is read, is decided by [`describe`], not here.
+fn fill(description: &Description) -> Option<String> {
+    let capacity = description.ring_capacity?;
+    Some(match description.ring_len {
+        Some(len) => format!("{len}/{capacity}"),
+        None => "corrupt".to_owned(),
+    })
 }
 
-fn fill_text(description: &Description) -> String {
-    match (is_ring(description.kind), description.ring_len) {
-        (true, Some(len)) => format!("{len}/{}", description.header.layout.capacity),
-        (true, None) => "corrupt".to_owned(),
-        (false, _) => "-".to_owned(),
+/// Text from a segment or the file system, made safe for a terminal and for
+/// the table: control characters (a newline in a type name could forge a
+/// row) are shown escaped. JSON output escapes them itself.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
     }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// Our header, decoded, as `shm ls --json` and `shm inspect --json` print it
+/// (under `"ours"`).
+#[derive(Debug, Serialize)]
+struct OursJson {
+    kind: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    element_size: u32,
+    align: u32,
+    capacity: u64,
+    format_version: u32,
+    version_supported: bool,
+    state: &'static str,
+    creator_pid: u32,
+    creator_uid: u32,
+    creator_alive: bool,
+    lock_holder: Option<u32>,
+    lock_holder_dead: Option<bool>,
+    poisoned: bool,
+    ring_len: Option<u64>,
+    fill: Option<String>,
+}
+
+impl OursJson {
+    fn of(description: &Description) -> OursJson {
+        let header = &description.header;
+        OursJson {
+            kind: kind_name(description),
+            type_name: header.type_description().name,
+            element_size: header.layout.element_size,
+            align: header.layout.payload_align,
+            capacity: header.layout.capacity,
+            format_version: header.format_version,
+            version_supported: description.version_supported,
+            state: state_name(header.state),
+            creator_pid: header.creator.pid,
+            creator_uid: header.creator.uid,
+            creator_alive: description.creator_alive,
+            lock_holder: description.lock_holder,
+            lock_holder_dead: description.lock_holder_dead,
+            poisoned: description.poisoned,
+            ring_len: description.ring_len,
+            fill: fill(description),
         }
     }
-    out.push('"');
-    out
 }
 
-fn json_description(description: &Description) -> String {
-    let header = &description.header;
-    format!(
-        "{{\"kind\":{},\"type\":{},\"element_size\":{},\"capacity\":{},\"format_version\":{},\"state\":{},\"creator_pid\":{},\"creator_alive\":{},\"lock_holder\":{},\"lock_holder_dead\":{},\"poisoned\":{},\"ring_len\":{}}}",
-        json_string(&kind_name(description)),
-        json_string(&header.type_description().name),
-        header.layout.element_size,
-        header.layout.capacity,
-        header.format_version,
-        json_string(state_name(header.state)),
-        header.creator.pid,
-        description.creator_alive,
-        description.lock_holder.map_or("null".to_owned(), |t| t.to_string()),
-        description.lock_holder_dead.map_or("null".to_owned(), |d| d.to_string()),
-        description.poisoned,
-        description.ring_len.map_or("null".to_owned(), |l| l.to_string()),
-    )
+/// One row of `shm ls --json`: `{"backend":"sysv",...}` or
+/// `{"backend":"posix",...}`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+enum ListedJson {
+    Sysv(SysvListedJson),
+    Posix(PosixListedJson),
+}
+
+#[derive(Debug, Serialize)]
+struct SysvListedJson {
+    key: String,
+    id: i32,
+    uid: u32,
+    perms: String,
+    bytes: usize,
+    nattch: u64,
+    status: &'static str,
+    ours: Option<OursJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct PosixListedJson {
+    name: String,
+    bytes: usize,
+    ours: OursJson,
+}
+
+/// A store entry in `shm inspect --json`.
+#[derive(Debug, Serialize)]
+struct EntryJson {
+    name: String,
+    kind: &'static str,
+    #[serde(rename = "type")]
+    type_name: String,
+    size: u64,
+    capacity: u64,
+}
+
+/// `shm inspect --json`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+enum InspectedJson {
+    Sysv(SysvInspectedJson),
+    Posix(PosixInspectedJson),
+}
+
+#[derive(Debug, Serialize)]
+struct SysvInspectedJson {
+    id: i32,
+    key: String,
+    bytes: usize,
+    perms: String,
+    status: &'static str,
+    uid: u32,
+    gid: u32,
+    cuid: u32,
+    cgid: u32,
+    cpid: u32,
+    lpid: Option<u32>,
+    nattch: u64,
+    /// Seconds since the epoch; `null` for never.
+    atime: Option<u64>,
+    dtime: Option<u64>,
+    ctime: Option<u64>,
+    ours: Option<OursJson>,
+    #[serde(flatten)]
+    store: Option<StoreJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct PosixInspectedJson {
+    name: String,
+    bytes: usize,
+    ours: Option<OursJson>,
+    #[serde(flatten)]
+    store: Option<StoreJson>,
+}
+
+/// A store's directory: `"entries": [...]`, or `"entries_error": "..."` when
+/// it cannot be read. Absent for what is not a store.
+#[derive(Debug, Serialize)]
+enum StoreJson {
+    #[serde(rename = "entries")]
+    Entries(Vec<EntryJson>),
+    #[serde(rename = "entries_error")]
+    Unreadable(String),
+}
+
+impl StoreJson {
+    fn of(entries: std::result::Result<Vec<EntryInfo>, String>) -> StoreJson {
+        match entries {
+            Ok(entries) => StoreJson::Entries(
+                entries
+                    .into_iter()
+                    .map(|entry| EntryJson {
+                        name: entry.name,
+                        kind: entry.kind.name(),
+                        type_name: entry.type_name,
+                        size: entry.size,
+                        capacity: entry.capacity,
+                    })
+                    .collect(),
+            ),
+            Err(error) => StoreJson::Unreadable(error),
+        }
+    }
+}
+
+/// Prints `value` as one line of JSON.
+fn say_json(value: &impl Serialize) -> Result {
+    let text = serde_json::to_string(value)?;
+    say!("{text}");
+    Ok(())
 }
 
 fn status(info: &SegmentInfo) -> &'static str {
@@ -199,29 +348,27 @@ pub fn list(json: bool) -> Result {
     let decoded: Vec<Option<Description>> = segments.iter().map(|s| describe_sysv(s.id)).collect();
     let posix = our_posix_objects();
     if json {
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(segments.len() + posix.len());
         for (info, description) in segments.iter().zip(&decoded) {
-            items.push(format!(
-                "{{\"backend\":\"sysv\",\"key\":{},\"id\":{},\"uid\":{},\"perms\":\"{:o}\",\"bytes\":{},\"nattch\":{},\"status\":{},\"ours\":{}}}",
-                json_string(&info.key.to_string()),
-                info.id,
-                info.uid,
-                info.mode.bits(),
-                info.size,
-                info.nattch,
-                json_string(status(info)),
-                description.as_ref().map_or("null".to_owned(), json_description),
-            ));
+            items.push(ListedJson::Sysv(SysvListedJson {
+                key: info.key.to_string(),
+                id: info.id,
+                uid: info.uid,
+                perms: format!("{:o}", info.mode.bits()),
+                bytes: info.size,
+                nattch: info.nattch,
+                status: status(info),
+                ours: description.as_ref().map(OursJson::of),
+            }));
         }
         for (name, size, description) in &posix {
-            items.push(format!(
-                "{{\"backend\":\"posix\",\"name\":{},\"bytes\":{size},\"ours\":{}}}",
-                json_string(name),
-                json_description(description)
-            ));
+            items.push(ListedJson::Posix(PosixListedJson {
+                name: name.clone(),
+                bytes: *size,
+                ours: OursJson::of(description),
+            }));
         }
-        say!("[{}]", items.join(","));
-        return Ok(());
+        return say_json(&items);
     }
     say!(
         "{:<10} {:<10} {:<6} {:<6} {:<10} {:<6} {:<11} {:<11} {:<20} {:<8} {:<16} fill",
@@ -239,17 +386,7 @@ pub fn list(json: bool) -> Result {
     );
     for (info, description) in segments.iter().zip(&decoded) {
         let (kind, type_name, state, lock, fill) = match description {
-            Some(d) => (
-                kind_name(d),
-                d.header.type_description().name,
-                format!(
-                    "{}/v{}",
-                    state_name(d.header.state),
-                    d.header.format_version
-                ),
-                lock_text(d),
-                fill_text(d),
-            ),
+            Some(d) => table_columns(d),
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         say!(
@@ -269,33 +406,49 @@ pub fn list(json: bool) -> Result {
         );
     }
     for (name, size, d) in &posix {
+        let (kind, type_name, state, lock, fill) = table_columns(d);
         say!(
             "{:<21} {:<6} {:<6} {:<10} {:<6} {:<11} {:<11} {:<20} {:<8} {:<16} {}",
-            name,
+            printable(name),
             "-",
             "-",
             size,
             "-",
             "posix",
-            kind_name(d),
-            d.header.type_description().name,
-            format!(
-                "{}/v{}",
-                state_name(d.header.state),
-                d.header.format_version
-            ),
-            lock_text(d),
-            fill_text(d)
+            kind,
+            type_name,
+            state,
+            lock,
+            fill
         );
     }
     Ok(())
 }
 
+/// The `kind`, `type`, `state/ver`, `lock` and `fill` columns of `shm ls`.
+fn table_columns(d: &Description) -> (String, String, String, String, String) {
+    (
+        kind_name(d),
+        printable(&d.header.type_description().name),
+        format!(
+            "{}/v{}",
+            state_name(d.header.state),
+            d.header.format_version
+        ),
+        lock_text(d),
+        fill(d).unwrap_or_else(|| "-".to_owned()),
+    )
+}
+
 fn time_text(time: Option<SystemTime>) -> String {
+    epoch_seconds(time).map_or("never".to_owned(), |seconds| {
+        format!("{seconds} s since the epoch")
+    })
+}
+
+fn epoch_seconds(time: Option<SystemTime>) -> Option<u64> {
     time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or("never".to_owned(), |d| {
-            format!("{} s since the epoch", d.as_secs())
-        })
+        .map(|d| d.as_secs())
 }
 
 fn print_description(description: &Description) {
@@ -309,7 +462,10 @@ fn print_description(description: &Description) {
         say!("  this build reads version {}", shm_typed::FORMAT_VERSION);
     }
     say!("kind: {kind}");
-    say!("type: {}", header.type_description());
+    say!(
+        "type: {}",
+        printable(&header.type_description().to_string())
+    );
     say!("state: {}", state_name(header.state));
     say!(
         "creator: pid {} ({}), uid {}, start time {}, pid namespace {}",
@@ -324,32 +480,71 @@ fn print_description(description: &Description) {
         header.creator.pid_namespace
     );
     say!("lock: {}", lock_text(description));
-    if is_ring(description.kind) {
-        say!("fill: {}", fill_text(description));
+    if let Some(fill) = fill(description) {
+        say!("fill: {fill}");
     }
 }
 
+/// The store's entries when `description` is a store's (`map` maps the
+/// segment read-only again), else `None`.
+fn entries_if_store(
+    description: Option<&Description>,
+    map: impl FnOnce() -> std::result::Result<shm_sys::Mapping, shm_sys::Error>,
+) -> Option<std::result::Result<Vec<EntryInfo>, String>> {
+    if description?.kind != Some(Kind::Store) {
+        return None;
+    }
+    Some(match map() {
+        Ok(mapping) => store_entries(Region::from_mapping(mapping)),
+        Err(error) => Err(error.to_string()),
+    })
+}
+
 /// `shm inspect`.
-pub fn inspect(target: &str) -> Result {
+pub fn inspect(target: &str, json: bool) -> Result {
     match parse_target(target)? {
         Target::Posix(name) => {
             let object = PosixSegment::open_read_only(&name)?;
-            say!("POSIX object {}: {} bytes", object.name(), object.size()?);
-            match describe_posix(&name) {
-                Some((_, description)) => {
-                    print_description(&description);
-                    if description.kind == Some(Kind::Store) {
-                        if let Ok(mapping) = object.map_read_only() {
-                            print_store_entries(Region::from_mapping(mapping));
-                        }
-                    }
-                }
-                None => say!("ours: no (no shm-typed header); that is all the OS knows"),
+            let bytes = object.size()?;
+            let description = describe_posix(&name).map(|(_, description)| description);
+            let entries = entries_if_store(description.as_ref(), || object.map_read_only());
+            if json {
+                return say_json(&InspectedJson::Posix(PosixInspectedJson {
+                    name: object.name().to_owned(),
+                    bytes,
+                    ours: description.as_ref().map(OursJson::of),
+                    store: entries.map(StoreJson::of),
+                }));
             }
+            say!("POSIX object {}: {bytes} bytes", printable(object.name()));
+            print_ours(description.as_ref(), entries.as_ref());
         }
         other => {
             let segment = segment_of(&other)?;
             let info = segment.stat()?;
+            let description = describe_sysv(info.id);
+            let entries = entries_if_store(description.as_ref(), || segment.attach_read_only());
+            if json {
+                return say_json(&InspectedJson::Sysv(SysvInspectedJson {
+                    id: info.id,
+                    key: info.key.to_string(),
+                    bytes: info.size,
+                    perms: format!("{:o}", info.mode.bits()),
+                    status: status(&info),
+                    uid: info.uid,
+                    gid: info.gid,
+                    cuid: info.cuid,
+                    cgid: info.cgid,
+                    cpid: info.cpid,
+                    lpid: info.lpid,
+                    nattch: info.nattch,
+                    atime: epoch_seconds(info.atime),
+                    dtime: epoch_seconds(info.dtime),
+                    ctime: epoch_seconds(info.ctime),
+                    ours: description.as_ref().map(OursJson::of),
+                    store: entries.map(StoreJson::of),
+                }));
+            }
             say!("System V segment {} (key {})", info.id, info.key);
             say!("bytes: {}", info.size);
             say!("mode: {:o} ({})", info.mode.bits(), info.mode);
@@ -380,20 +575,26 @@ pub fn inspect(target: &str) -> Result {
                 time_text(info.dtime),
                 time_text(info.ctime)
             );
-            match describe_sysv(info.id) {
-                Some(description) => {
-                    print_description(&description);
-                    if description.kind == Some(Kind::Store) {
-                        if let Ok(mapping) = segment.attach_read_only() {
-                            print_store_entries(Region::from_mapping(mapping));
-                        }
-                    }
-                }
-                None => say!("ours: no (no shm-typed header); that is all the OS knows"),
-            }
+            print_ours(description.as_ref(), entries.as_ref());
         }
     }
     Ok(())
+}
+
+/// The part of `shm inspect` about our header (and a store's entries).
+fn print_ours(
+    description: Option<&Description>,
+    entries: Option<&std::result::Result<Vec<EntryInfo>, String>>,
+) {
+    match description {
+        Some(description) => {
+            print_description(description);
+            if let Some(entries) = entries {
+                print_store_entries(entries);
+            }
+        }
+        None => say!("ours: no (no shm-typed header); that is all the OS knows"),
+    }
 }
 
 /// `shm rm`.
@@ -455,10 +656,11 @@ pub struct CreateOptions {
     /// A typed `u64` value (a `Shared<u64>`) with this initial value.
     #[arg(long, conflicts_with = "ring")]
     pub u64: Option<u64>,
-    /// An `SpscRing<u64>` with this capacity (a power of two; mode 600).
+    /// An `SpscRing<u64>` with this capacity (a power of two).
     #[arg(long)]
     pub ring: Option<u64>,
-    /// Permission bits, octal.
+    /// Permission bits, octal (600, 0644, 0o640), at most 777; applied exactly
+    /// to every kind, System V and POSIX (no umask).
     #[arg(long, default_value = "600")]
     pub mode: String,
     /// Stay attached until killed (for scripts and tests).
@@ -486,20 +688,110 @@ fn report_created(location: &Location) {
     }
 }
 
+/// Octal permission bits: `600`, `0644` or `0o640`, at most `777`.
+fn parse_mode(text: &str) -> Result<Mode> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    u16::from_str_radix(digits, 8)
+        .ok()
+        .filter(|_| !digits.is_empty() && !digits.starts_with(['+', '-']))
+        .and_then(Mode::try_new)
+        .ok_or_else(|| {
+            format!("bad mode {text:?}: octal permission bits, at most 777 (600, 0644, ...)").into()
+        })
+}
+
+/// Bytes an `SpscRing<u64>` of `capacity` slots takes: header and lock
+/// (`PAYLOAD_OFFSET`), the ring's four 128-byte control lines, then the slots.
+/// This mirrors `SpscRing::segment_len`, which `shm-typed` keeps to itself;
+/// `create_in` refuses a region that is too small, so a drift is an error,
+/// never a broken ring.
+fn spsc_u64_segment_len(capacity: u64) -> Option<usize> {
+    let slots = capacity.checked_mul(std::mem::size_of::<u64>() as u64)?;
+    let len = slots.checked_add((PAYLOAD_OFFSET + 4 * 128) as u64)?;
+    usize::try_from(len).ok()
+}
+
+/// An `SpscRing<u64>` at `location` whose segment has permission bits `mode`.
+///
+/// `SpscRing::create` always makes its segment `0600`, so the segment is made
+/// here, with the mode, and the ring initialised in it (`create_in`); if that
+/// fails, the segment is removed again. Returns the ring and the location it
+/// is opened by.
+fn create_ring(
+    location: &Location,
+    capacity: u64,
+    mode: Mode,
+) -> Result<(SpscRing<u64>, Location)> {
+    if !capacity.is_power_of_two() {
+        return Err(format!(
+            "cannot create a ring at {location}: capacity {capacity} is not a power of two"
+        )
+        .into());
+    }
+    let len = spsc_u64_segment_len(capacity).ok_or_else(|| {
+        format!("cannot create a ring at {location}: capacity {capacity} is too large")
+    })?;
+    let initialise = |region: Region| {
+        SpscRing::<u64>::create_in(region, capacity)
+            .map_err(|error| format!("initialising a ring in {location}: {error}"))
+    };
+    match location {
+        Location::Posix(name) => {
+            let object = PosixSegment::create_with_mode(name, len, mode)?;
+            let ring = object
+                .map()
+                .map_err(|error| error.to_string())
+                .and_then(|mapping| initialise(Region::from_mapping(mapping)));
+            match ring {
+                Ok(ring) => Ok((ring, location.clone())),
+                Err(error) => {
+                    let _ = PosixSegment::unlink(object.name());
+                    Err(error.into())
+                }
+            }
+        }
+        Location::Private | Location::Key(_) => {
+            let key = match location {
+                Location::Key(key) => *key,
+                _ => Key::PRIVATE,
+            };
+            let segment = Segment::options(key).size(len).mode(mode).create()?;
+            let ring = segment
+                .attach()
+                .map_err(|error| error.to_string())
+                .and_then(|mapping| initialise(Region::from_mapping(mapping)));
+            match ring {
+                Ok(ring) => {
+                    let location = match location {
+                        Location::Private => Location::Id(segment.id()),
+                        other => other.clone(),
+                    };
+                    Ok((ring, location))
+                }
+                Err(error) => {
+                    let _ = segment.remove();
+                    Err(error.into())
+                }
+            }
+        }
+        other => Err(format!("cannot create a ring at {other}").into()),
+    }
+}
+
 /// `shm create`.
 pub fn create(options: &CreateOptions) -> Result {
-    let mode = u16::from_str_radix(&options.mode, 8)
-        .ok()
-        .and_then(Mode::try_new)
-        .ok_or_else(|| format!("bad mode {:?}: octal, at most 777", options.mode))?;
+    let mode = parse_mode(&options.mode)?;
     let location = location_of(options.target.as_deref())?;
     // Keep whatever we made mapped while --hold waits.
     let _keep: Box<dyn std::any::Any> = if let Some(size) = options.size {
         match &location {
             Location::Posix(name) => {
                 let object = PosixSegment::create_with_mode(name, size, mode)?;
-                say!("created {name}");
-                Box::new(object.map()?)
+                let mapping = object.map().inspect_err(|_| {
+                    let _ = PosixSegment::unlink(object.name());
+                })?;
+                say!("created {}", printable(object.name()));
+                Box::new(mapping)
             }
             other => {
                 let key = match other {
@@ -507,8 +799,15 @@ pub fn create(options: &CreateOptions) -> Result {
                     _ => Key::PRIVATE,
                 };
                 let segment = Segment::options(key).size(size).mode(mode).create()?;
-                say!("created System V segment {}", segment.id());
-                Box::new(segment.attach()?)
+                let mapping = segment.attach().inspect_err(|_| {
+                    let _ = segment.remove();
+                })?;
+                report_created(&if key.is_private() {
+                    Location::Id(segment.id())
+                } else {
+                    Location::Key(key)
+                });
+                Box::new(mapping)
             }
         }
     } else if let Some(value) = options.u64 {
@@ -518,8 +817,8 @@ pub fn create(options: &CreateOptions) -> Result {
         report_created(shared.location());
         Box::new(shared)
     } else if let Some(capacity) = options.ring {
-        let ring = SpscRing::<u64>::create(location, capacity)?;
-        report_created(ring.location());
+        let (ring, location) = create_ring(&location, capacity, mode)?;
+        report_created(&location);
         Box::new(ring)
     } else {
         return Err("say what to create: --size N, --u64 VALUE or --ring CAPACITY".into());

@@ -76,39 +76,26 @@ fn ipcs_rows() -> Vec<(String, i32, String, usize, u64)> {
         .collect()
 }
 
-/// The value of `"name":` in one JSON object of `shm ls --json` (flat scan).
-fn json_field<'a>(object: &'a str, name: &str) -> Option<&'a str> {
-    let start = object.find(&format!("\"{name}\":"))? + name.len() + 3;
-    let rest = &object[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    Some(rest[..end].trim_matches('"'))
+/// The value of `name` in one object of `shm ls --json`, or in its `ours`
+/// object: strings as they are, anything else as JSON text (`null`, `3`).
+fn json_field(object: &serde_json::Value, name: &str) -> Option<String> {
+    let value = object
+        .get(name)
+        .or_else(|| object.get("ours").and_then(|ours| ours.get(name)))?;
+    Some(match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    })
 }
 
-/// The objects of `shm ls --json`, split at the top level.
-fn ls_json() -> Vec<String> {
+/// The objects of `shm ls --json`.
+fn ls_json() -> Vec<serde_json::Value> {
     let (ok, stdout, stderr) = run(&["ls", "--json"]);
     assert!(ok, "{stderr}");
-    let body = stdout.trim().trim_start_matches('[').trim_end_matches(']');
-    let mut objects = Vec::new();
-    let (mut depth, mut start) = (0, 0);
-    for (index, c) in body.char_indices() {
-        match c {
-            '{' => {
-                if depth == 0 {
-                    start = index;
-                }
-                depth += 1;
-            }
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    objects.push(body[start..=index].to_owned());
-                }
-            }
-            _ => {}
-        }
+    match serde_json::from_str(&stdout) {
+        Ok(serde_json::Value::Array(objects)) => objects,
+        other => panic!("shm ls --json is not a JSON array: {other:?}\n{stdout}"),
     }
-    objects
 }
 
 #[test]
@@ -136,17 +123,25 @@ fn ls_agrees_with_ipcs_and_decodes_ours() {
         let (key, id, perms, bytes, nattch) = row;
         let entry = listed
             .iter()
-            .find(|o| json_field(o, "id") == Some(&id.to_string()))
+            .find(|o| json_field(o, "id") == Some(id.to_string()))
             .unwrap_or_else(|| panic!("segment {id} missing from shm ls"));
-        assert_eq!(json_field(entry, "key"), Some(key.as_str()), "{entry}");
-        assert_eq!(json_field(entry, "perms"), Some(perms.as_str()), "{entry}");
         assert_eq!(
-            json_field(entry, "bytes"),
+            json_field(entry, "key").as_deref(),
+            Some(key.as_str()),
+            "{entry}"
+        );
+        assert_eq!(
+            json_field(entry, "perms").as_deref(),
+            Some(perms.as_str()),
+            "{entry}"
+        );
+        assert_eq!(
+            json_field(entry, "bytes").as_deref(),
             Some(bytes.to_string().as_str()),
             "{entry}"
         );
         assert_eq!(
-            json_field(entry, "nattch"),
+            json_field(entry, "nattch").as_deref(),
             Some(nattch.to_string().as_str()),
             "{entry}"
         );
@@ -154,23 +149,43 @@ fn ls_agrees_with_ipcs_and_decodes_ours() {
     let find = |id: i32| {
         listed
             .iter()
-            .find(|o| json_field(o, "id") == Some(&id.to_string()))
+            .find(|o| json_field(o, "id") == Some(id.to_string()))
             .cloned()
             .unwrap()
     };
     let decoded = find(object_id);
-    assert_eq!(json_field(&decoded, "kind"), Some("object"), "{decoded}");
-    assert_eq!(json_field(&decoded, "type"), Some("u64"), "{decoded}");
-    assert_eq!(json_field(&decoded, "state"), Some("ready"), "{decoded}");
     assert_eq!(
-        json_field(&decoded, "lock_holder"),
+        json_field(&decoded, "kind").as_deref(),
+        Some("object"),
+        "{decoded}"
+    );
+    assert_eq!(
+        json_field(&decoded, "type").as_deref(),
+        Some("u64"),
+        "{decoded}"
+    );
+    assert_eq!(
+        json_field(&decoded, "state").as_deref(),
+        Some("ready"),
+        "{decoded}"
+    );
+    assert_eq!(
+        json_field(&decoded, "lock_holder").as_deref(),
         Some("null"),
         "{decoded}"
     );
     let decoded = find(ring_id);
-    assert_eq!(json_field(&decoded, "kind"), Some("spsc ring"), "{decoded}");
-    assert_eq!(json_field(&decoded, "ring_len"), Some("3"), "{decoded}");
-    assert_eq!(json_field(&find(raw.id()), "ours"), Some("null"));
+    assert_eq!(
+        json_field(&decoded, "kind").as_deref(),
+        Some("spsc ring"),
+        "{decoded}"
+    );
+    assert_eq!(
+        json_field(&decoded, "ring_len").as_deref(),
+        Some("3"),
+        "{decoded}"
+    );
+    assert_eq!(json_field(&find(raw.id()), "ours").as_deref(), Some("null"));
 
     // Our POSIX objects are listed too, decoded.
     let name = format!("/shm-cli-test-{}", std::process::id());
@@ -188,10 +203,14 @@ fn ls_agrees_with_ipcs_and_decodes_ours() {
     };
     let entry = listed
         .iter()
-        .find(|o| json_field(o, "name") == Some(name.as_str()))
+        .find(|o| json_field(o, "name").as_deref() == Some(name.as_str()))
         .unwrap_or_else(|| panic!("{name} not in shm ls: {listed:?}"));
-    assert_eq!(json_field(entry, "backend"), Some("posix"), "{entry}");
-    assert_eq!(json_field(entry, "type"), Some("u64"), "{entry}");
+    assert_eq!(
+        json_field(entry, "backend").as_deref(),
+        Some("posix"),
+        "{entry}"
+    );
+    assert_eq!(json_field(entry, "type").as_deref(), Some("u64"), "{entry}");
 
     // The table form lists the same ids.
     let (ok, table, _) = run(&["ls"]);
@@ -401,6 +420,7 @@ fn demo_interrupted_with_sigint_leaves_nothing_behind() {
     let mut child = shm()
         .args(["demo", "--count", "4000000000"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::null()) // its progress lines
         .process_group(0) // its own group: the SIGINT below must not reach this test
         .spawn()
         .expect("starting shm demo");

@@ -24,7 +24,13 @@ pub struct Description {
     pub lock_holder_dead: Option<bool>,
     /// Whether the lock is poisoned.
     pub poisoned: bool,
-    /// For rings: items in the ring now (`None` if the indices are impossible).
+    /// For rings (of every ring kind): the capacity the header records;
+    /// `None` for segments that are not rings. Whether a segment is a ring is
+    /// decided here, once, for tools that show fill levels.
+    pub ring_capacity: Option<u64>,
+    /// For rings: items in the ring now (`None` for segments that are not
+    /// rings, and for rings whose indices are impossible or lie outside the
+    /// region: `ring_capacity` is then `Some`).
     pub ring_len: Option<u64>,
 }
 
@@ -53,19 +59,10 @@ pub fn describe(region: &Region) -> Option<Description> {
     region.read_bytes(LOCK_OFFSET, &mut lock);
     let lock = LockView::decode(&lock);
     let kind = Kind::from_code(header.kind);
-    let ring_len = match kind {
-        Some(kind @ (Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing))
-            if region.len() >= PAYLOAD_OFFSET + 136 =>
-        {
-            // SPSC: tail at 384, head at 512. MPMC: enqueue at 384, dequeue at 512.
-            let (first, second) = (
-                read_u64(region, PAYLOAD_OFFSET),
-                read_u64(region, PAYLOAD_OFFSET + 128),
-            );
-            ring_fill(kind, first, second, header.layout.capacity)
-        }
-        _ => None,
-    };
+    let ring_capacity = kind.and_then(fill_decoder).map(|_| header.layout.capacity);
+    let ring_len = kind
+        .and_then(fill_decoder)
+        .and_then(|decode| decode(region, header.layout.capacity));
     Some(Description {
         kind,
         version_supported: header.format_version == FORMAT_VERSION,
@@ -74,30 +71,74 @@ pub fn describe(region: &Region) -> Option<Description> {
         lock_holder: lock.and_then(|lock| lock.holder).map(|holder| holder.tid),
         lock_holder_dead: lock.and_then(|lock| lock.holder_dead),
         poisoned: lock.is_some_and(|lock| lock.poisoned),
+        ring_capacity,
         ring_len,
         header,
     })
 }
 
-/// The fill level of a ring of `kind` whose first index word (SPSC tail, MPMC
-/// enqueue position) reads `first` and second (head, dequeue position)
-/// `second`; `None` if no ring of `capacity` can be in that state. SPSC
-/// positions only grow (`head <= tail`); MPMC positions count modulo 2^64 on
-/// purpose (see [`MpmcRing`](crate::MpmcRing)), so there the difference wraps.
-fn ring_fill(kind: Kind, first: u64, second: u64, capacity: u64) -> Option<u64> {
-    let len = if kind == Kind::MpmcRing {
-        Some(first.wrapping_sub(second))
-    } else {
-        first.checked_sub(second)
-    };
-    len.filter(|&len| len <= capacity)
+/// Reads the fill level of one ring kind's segment: the region and the
+/// capacity its header records; `None` if the indices are impossible.
+type FillDecoder = fn(&Region, u64) -> Option<u64>;
+
+/// The decoder of the fill level for segments of `kind`, `None` for kinds
+/// that are not rings. This is the one place that says which kinds are rings
+/// and how each one's indices are read; the match is exhaustive on purpose,
+/// so a new kind cannot be added without deciding here.
+fn fill_decoder(kind: Kind) -> Option<FillDecoder> {
+    match kind {
+        Kind::SpscRing => Some(spsc_fill),
+        // `SpinningSpscRing` is `SpscRing<T, false>`: the same layout, its
+        // own header kind.
+        Kind::SpinningSpscRing => Some(spsc_fill),
+        Kind::MpmcRing => Some(mpmc_fill),
+        Kind::Object | Kind::Store => None,
+    }
 }
 
-/// The word at `offset`, which the caller checked lies inside the region.
-fn read_u64(region: &Region, offset: usize) -> u64 {
+/// SPSC ring (both kinds): `tail`, the position of the next write (written by
+/// the producer only); mirrors `spsc::TAIL`.
+const SPSC_TAIL: usize = PAYLOAD_OFFSET;
+/// SPSC ring: `head`, the position of the next read; mirrors `spsc::HEAD`.
+const SPSC_HEAD: usize = PAYLOAD_OFFSET + 128;
+/// MPMC ring: the enqueue position; mirrors `mpmc::ENQUEUE`.
+const MPMC_ENQUEUE: usize = PAYLOAD_OFFSET;
+/// MPMC ring: the dequeue position; mirrors `mpmc::DEQUEUE`.
+const MPMC_DEQUEUE: usize = PAYLOAD_OFFSET + 128;
+
+/// Items in an SPSC ring (blocking or spinning): `tail - head`. Positions
+/// only grow, so `head <= tail`, and the difference is at most `capacity`.
+fn spsc_fill(region: &Region, capacity: u64) -> Option<u64> {
+    let tail = read_u64(region, SPSC_TAIL)?;
+    let head = read_u64(region, SPSC_HEAD)?;
+    spsc_fill_of(tail, head, capacity)
+}
+
+fn spsc_fill_of(tail: u64, head: u64, capacity: u64) -> Option<u64> {
+    tail.checked_sub(head).filter(|&len| len <= capacity)
+}
+
+/// Items in an MPMC ring: enqueue minus dequeue position. These count modulo
+/// 2^64 on purpose (see [`MpmcRing`](crate::MpmcRing)), so the difference
+/// wraps; it is at most `capacity`.
+fn mpmc_fill(region: &Region, capacity: u64) -> Option<u64> {
+    let enqueue = read_u64(region, MPMC_ENQUEUE)?;
+    let dequeue = read_u64(region, MPMC_DEQUEUE)?;
+    mpmc_fill_of(enqueue, dequeue, capacity)
+}
+
+fn mpmc_fill_of(enqueue: u64, dequeue: u64, capacity: u64) -> Option<u64> {
+    Some(enqueue.wrapping_sub(dequeue)).filter(|&len| len <= capacity)
+}
+
+/// The word at `offset`, `None` if it does not lie inside the region.
+fn read_u64(region: &Region, offset: usize) -> Option<u64> {
+    if offset.checked_add(8)? > region.len() {
+        return None;
+    }
     let mut word = [0u8; 8];
     region.read_bytes(offset, &mut word);
-    u64::from_ne_bytes(word)
+    Some(u64::from_ne_bytes(word))
 }
 
 #[cfg(test)]
@@ -106,12 +147,52 @@ mod tests {
 
     #[test]
     fn crafted_ring_fill_levels_near_u64_max() {
-        let spsc = Kind::SpscRing;
-        assert_eq!(ring_fill(spsc, u64::MAX, u64::MAX - 3, 8), Some(3));
-        assert_eq!(ring_fill(spsc, 1, u64::MAX, 8), None, "head passed tail");
-        assert_eq!(ring_fill(spsc, u64::MAX, 0, 8), None);
+        assert_eq!(spsc_fill_of(u64::MAX, u64::MAX - 3, 8), Some(3));
+        assert_eq!(spsc_fill_of(1, u64::MAX, 8), None, "head passed tail");
+        assert_eq!(spsc_fill_of(u64::MAX, 0, 8), None);
         // MPMC positions wrap: enqueue 1 after dequeue u64::MAX is two values.
-        assert_eq!(ring_fill(Kind::MpmcRing, 1, u64::MAX, 8), Some(2));
-        assert_eq!(ring_fill(Kind::MpmcRing, 0, 9, 8), None);
+        assert_eq!(mpmc_fill_of(1, u64::MAX, 8), Some(2));
+        assert_eq!(mpmc_fill_of(0, 9, 8), None);
+    }
+
+    #[test]
+    fn every_ring_kind_has_a_fill_decoder_and_nothing_else_does() {
+        for code in 0..16 {
+            let Some(kind) = Kind::from_code(code) else {
+                continue;
+            };
+            let ring = matches!(
+                kind,
+                Kind::SpscRing | Kind::SpinningSpscRing | Kind::MpmcRing
+            );
+            assert_eq!(fill_decoder(kind).is_some(), ring, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_spinning_ring_is_described_with_its_fill() {
+        let ring = crate::SpinningSpscRing::<u32>::create_spinning_in(Region::heap(8192), 16)
+            .expect("a heap ring");
+        ring.producer()
+            .unwrap()
+            .push_slice(&[1, 2, 3, 4, 5])
+            .unwrap();
+        let description = describe(ring.region()).expect("ours");
+        assert_eq!(description.kind, Some(Kind::SpinningSpscRing));
+        assert_eq!(description.ring_capacity, Some(16));
+        assert_eq!(description.ring_len, Some(5));
+    }
+
+    #[test]
+    fn a_ring_cut_short_has_a_capacity_but_no_fill() {
+        let region = Region::heap(4096);
+        let ring = crate::SpscRing::<u64>::create_in(region, 16).expect("a heap ring");
+        let whole = std::sync::Arc::new(ring.into_region());
+        // Only the header and the tail word: the head word lies outside.
+        let part = Region::part(&whole, 0, PAYLOAD_OFFSET + 64).expect("a part");
+        let description = describe(&part).expect("ours");
+        assert_eq!(description.ring_capacity, Some(16));
+        assert_eq!(description.ring_len, None);
+        assert_eq!(describe(&whole).expect("ours").ring_len, Some(0));
     }
 }
