@@ -17,6 +17,10 @@
 //! between two criterion groups, but hardly within one round.
 //! `RING_BENCH_VERBOSE=1` prints each blocking round (ring and pipe round trip,
 //! and whether the two processes ended it on one CPU).
+//!
+//! `interleaved/layout` (only when named) is the code-layout harness: the
+//! rings' one-by-one loops shifted by 0/16/32/48 bytes against rtrb's, see
+//! `layout/mod.rs` and docs/benchmarks.md for the build flags it wants.
 
 use std::hint::spin_loop;
 use std::io::{Read, Write};
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use shm_typed::{Consumer, Location, MpmcRing, Producer, PushError, SpscRing};
 
+mod layout;
 #[path = "../tests/support/race.rs"]
 mod race;
 mod support;
@@ -620,16 +625,19 @@ fn interleaved(wanted: Option<&str>) {
          the round count"
     );
     type Part = fn(&mut Probe);
-    let parts: [(&str, Part); 6] = [
+    let parts: [(&str, Part); 7] = [
         ("spinning", interleaved_spinning),
         ("blocking", interleaved_blocking),
         ("wake-ups", late_wake_ups),
         ("one-by-one", interleaved_one_by_one),
         ("mpmc", interleaved_mpmc),
         ("batch", interleaved_batch),
+        ("layout", layout::interleaved_layout),
     ];
     for (name, part) in parts {
-        if wanted.map_or(true, |wanted| wanted == name) {
+        // The layout harness runs only when named: it wants a build of its own
+        // (functions aligned to 64 bytes, see layout/mod.rs).
+        if wanted.map_or(name != "layout", |wanted| wanted == name) {
             part(&mut probe);
         }
     }

@@ -186,6 +186,11 @@ impl Rounds {
         self.values.push((raw_ns, value));
     }
 
+    /// Every round's value, in the order pushed.
+    pub fn values(&self) -> Vec<f64> {
+        self.values.iter().map(|&(_, value)| value).collect()
+    }
+
     pub fn summary(&self, unit: &str, precision: usize) -> String {
         let pick = |from: f64, below: f64| {
             let mut values: Vec<f64> = self
