@@ -11,13 +11,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shm_sys::posix::{MemfdSegment, PosixSegment};
+use shm_sys::memfd::MemfdSegment;
+use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::Segment;
 use shm_sys::{Error, Key};
-use shm_typed::{
-    Header, Location, MpmcRing, PushError, Shared, ShmMutex, SpscRing, Store, LOCK_OFFSET,
-    PAYLOAD_OFFSET,
-};
+use shm_typed::format::{Header, LOCK_OFFSET, PAYLOAD_OFFSET};
+use shm_typed::{Location, MpmcRing, PushError, Shared, ShmMutex, SpscRing, Store};
 
 /// The byte a writer puts at `index`: distinct per position and per seed.
 fn pattern(seed: u8, index: usize) -> u8 {
@@ -523,10 +522,10 @@ fn run(args: &[String]) -> Result<(), String> {
                 match ring.producer() {
                     Ok(producer) => return Ok(Some(producer)),
                     Err(
-                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. },
+                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::SideClaimed { .. },
                     ) if std::time::Instant::now() < deadline => {}
                     Err(
-                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. },
+                        shm_typed::Error::Corrupted { .. } | shm_typed::Error::SideClaimed { .. },
                     ) => return Ok(None),
                     Err(other) => return Err(other.to_string()),
                 }

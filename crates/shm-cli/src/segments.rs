@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::{self, Segment, SegmentInfo};
 use shm_sys::{Key, Mode};
-use shm_typed::{describe, Description, Kind, Location, Region, Shared, SpscRing};
+use shm_typed::format::Kind;
+use shm_typed::{describe, Description, Location, Region, Shared, SpscRing};
 
 type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
@@ -306,7 +307,10 @@ fn print_description(description: &Description) {
         header.format_version
     );
     if !description.version_supported {
-        say!("  this build reads version {}", shm_typed::FORMAT_VERSION);
+        say!(
+            "  this build reads version {}",
+            shm_typed::format::FORMAT_VERSION
+        );
     }
     say!("kind: {kind}");
     say!("type: {}", header.type_description());

@@ -1,8 +1,8 @@
 //! What a segment holds, read without trusting it: for tools such as `shm ls`.
 
-use crate::header::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
 use crate::lock::LockView;
-use crate::region::Region;
+use crate::segment::format::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
+use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
 
 /// A decoded view of one of our segments. Every field was copied out of the

@@ -106,45 +106,32 @@
 
 #![cfg(target_os = "linux")]
 
-mod backend;
-mod blocking;
 mod describe;
 mod error;
-mod header;
-mod liveness;
+mod location;
 mod lock;
-#[cfg(all(test, loom))]
-mod loom_tests;
-mod mpmc;
-#[cfg(test)]
-mod mpmc_model;
-mod protocol;
-mod region;
+mod ring;
+mod segment;
 mod shared;
-mod spsc;
-#[cfg(test)]
-mod spsc_model;
 mod store;
 mod sys;
 #[cfg(test)]
 mod tests;
 
 pub use describe::{describe, Description};
-pub use error::{Error, Location, Result, TypeDescription};
-pub use header::{
-    default_type_name, CreatorRecord, Header, Kind, LayoutDescriptor, BYTE_ORDER_MARK,
-    FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_FAILED,
-    STATE_INITIALIZING, STATE_READY, STATE_UNINITIALIZED, TYPE_NAME_CAPACITY,
-};
+pub use error::{Error, Result, TypeDescription};
+pub use location::Location;
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
-pub use mpmc::MpmcRing;
-pub use region::{Region, REGION_ALIGN};
-pub use shared::{Shared, SharedGuard, SharedOptions};
-pub use shm_sys;
-pub use spsc::{
+pub use ring::mpmc::MpmcRing;
+pub use ring::spsc::{
     ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpinningSpscRing, SpscRing,
     WriteChunk,
 };
+pub use segment::format;
+pub use segment::header::default_type_name;
+pub use segment::region::{Region, REGION_ALIGN};
+pub use shared::{Shared, SharedGuard, SharedOptions};
+pub use shm_sys;
 pub use store::{store_entries, EntryInfo, Store, StoreOptions, MAX_NAME};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.

@@ -11,8 +11,10 @@ use std::hint::spin_loop;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::liveness::{self, generation, next, FOREIGN, ID_MASK};
+pub(crate) mod liveness;
+
 use crate::sys::{self, StartTime};
+use liveness::{generation, next, FOREIGN, ID_MASK};
 
 /// Set in the owner word while a thread sleeps (or is about to sleep) on the lock.
 const WAITERS: u64 = 1 << 31;

@@ -2,21 +2,22 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytemuck::Pod;
 use shm_sys::sysv::Access;
 use shm_sys::Mode;
 
-use crate::backend::{create_segment, open_backend, remove_backend, Backend};
-use crate::error::{Error, Location, Result};
-use crate::header::{self, Header, Kind, Spec, Wait, PAYLOAD_OFFSET, STATE_READY};
+use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::lock::LockFailure;
-use crate::mpmc::MpmcRing;
-use crate::region::{Region, REGION_ALIGN};
+use crate::ring::mpmc::MpmcRing;
+use crate::ring::spsc::SpscRing;
+use crate::segment::format::{Header, Kind, State, PAYLOAD_OFFSET};
+use crate::segment::header::Spec;
+use crate::segment::region::{Region, REGION_ALIGN};
+use crate::segment::{Opening, Segment};
 use crate::shared::{Shared, SharedOptions};
-use crate::spsc::SpscRing;
 
 /// Published number of directory entries (Release after an entry is complete).
 const COUNT: usize = PAYLOAD_OFFSET;
@@ -157,9 +158,7 @@ pub struct EntryInfo {
 /// # Ok::<(), shm_typed::Error>(())
 /// ```
 pub struct Store {
-    region: Arc<Region>,
-    backend: Backend,
-    location: Location,
+    segment: Segment,
     layout: Layout,
     options: StoreOptions,
 }
@@ -268,17 +267,10 @@ impl StoreOptions {
             segment_len: len,
             arena_start: start,
         };
-        let (region, backend, location) =
-            create_segment(&location, &layout.spec(), self.mode, |region| {
-                region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
-            })?;
-        Ok(Store::from_parts(
-            region,
-            backend,
-            location,
-            layout,
-            self.clone(),
-        ))
+        let segment = Segment::create(&location, &layout.spec(), self.mode, |region| {
+            region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
+        })?;
+        Ok(self.store(segment, layout))
     }
 
     /// Opens the store at `location`; its size and directory capacity come
@@ -292,20 +284,14 @@ impl StoreOptions {
     /// [`Error::Corrupted`] for a capacity and length that cannot go together.
     pub fn open(&self, location: impl Into<Location>) -> Result<Store> {
         let location = location.into();
-        let (region, backend, os_creator) = open_backend(
-            &location,
-            Access::ReadWrite,
-            PAYLOAD_OFFSET,
-            self.init_timeout,
-        )?;
-        let layout = self.open_layout(&region, &location, os_creator)?;
-        Ok(Store::from_parts(
-            region,
-            backend,
-            location,
-            layout,
-            self.clone(),
-        ))
+        let opening = Opening {
+            mode: self.mode,
+            access: Access::ReadWrite,
+            init_timeout: self.init_timeout,
+        };
+        let (segment, layout) =
+            Segment::open_derived(&location, Kind::Store, opening, Layout::derive(&location))?;
+        Ok(self.store(segment, layout))
     }
 
     /// Makes a store in a blank region (tests, single process), with room for
@@ -327,53 +313,32 @@ impl StoreOptions {
             segment_len: region.len(),
             arena_start: start,
         };
-        header::initialize(&region, &Location::Heap, &layout.spec(), |region| {
+        let segment = Segment::create_in(region, Location::Heap, &layout.spec(), |region| {
             region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
         })?;
-        Ok(Store::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            layout,
-            self.clone(),
-        ))
+        Ok(self.store(segment, layout))
     }
 
     /// Opens the store a region holds (validating its header as
     /// [`open`](StoreOptions::open) does).
     pub fn open_in(&self, region: Region) -> Result<Store> {
-        let layout = self.open_layout(&region, &Location::Heap, None)?;
-        Ok(Store::from_parts(
+        let location = Location::Heap;
+        let (segment, layout) = Segment::open_in_derived(
             region,
-            Backend::Heap,
-            Location::Heap,
-            layout,
-            self.clone(),
-        ))
+            location.clone(),
+            Kind::Store,
+            self.init_timeout,
+            Layout::derive(&location),
+        )?;
+        Ok(self.store(segment, layout))
     }
 
-    /// Waits for the creator, then checks the header: identity, then the
-    /// layout it implies, then everything else against that layout.
-    fn open_layout(
-        &self,
-        region: &Region,
-        location: &Location,
-        os_creator: Option<u32>,
-    ) -> Result<Layout> {
-        let wait = Wait {
-            timeout: self.init_timeout,
-            os_creator,
-        };
-        let mut layout = None;
-        header::open_derived(region, location, Kind::Store, wait, |header| {
-            let found = Layout::of(header, location)?;
-            layout = Some(found);
-            Ok(found.spec())
-        })?;
-        layout.ok_or_else(|| Error::Corrupted {
-            location: location.clone(),
-            what: "no layout".into(),
-        })
+    fn store(&self, segment: Segment, layout: Layout) -> Store {
+        Store {
+            segment,
+            layout,
+            options: self.clone(),
+        }
     }
 }
 
@@ -400,6 +365,14 @@ fn arena_start(entries: u64) -> Option<usize> {
 }
 
 impl Layout {
+    /// [`Layout::of`] with the spec it implies, for [`Segment::open_derived`].
+    fn derive(location: &Location) -> impl FnOnce(&Header) -> Result<(Spec, Layout)> + '_ {
+        move |header| {
+            let layout = Layout::of(header, location)?;
+            Ok((layout.spec(), layout))
+        }
+    }
+
     /// The layout a header describes: [`Error::Corrupted`] unless the
     /// directory of `capacity` records ends inside `segment_len`.
     fn of(header: &Header, location: &Location) -> Result<Layout> {
@@ -497,28 +470,13 @@ impl Store {
         Store::options().open_in(region)
     }
 
-    fn from_parts(
-        region: Region,
-        backend: Backend,
-        location: Location,
-        layout: Layout,
-        options: StoreOptions,
-    ) -> Store {
-        Store {
-            region: Arc::new(region),
-            backend,
-            location,
-            layout,
-            options,
-        }
-    }
-
     /// A store control word. Only called for [`COUNT`] and [`ARENA_NEXT`],
     /// which lie below the arena start, itself at most the region's length
     /// (checked when the layout was made).
     fn word(&self, offset: usize) -> Result<&AtomicU64> {
         let pointer = self
-            .region
+            .segment
+            .region()
             .pointer(offset, 8, 8)
             .ok_or_else(|| self.corrupted(format!("no control word at {offset}")))?;
         // SAFETY: in bounds and 8-aligned (checked); accessed only atomically.
@@ -527,12 +485,12 @@ impl Store {
 
     /// Where the store is ([`Location::Id`] for one created as private).
     pub fn location(&self) -> &Location {
-        &self.location
+        self.segment.location()
     }
 
     /// The region holding the store.
     pub fn region(&self) -> &Region {
-        &self.region
+        self.segment.region()
     }
 
     /// The options the store was made or opened with.
@@ -542,14 +500,11 @@ impl Store {
 
     /// Removes the store's segment (`IPC_RMID` or `shm_unlink`).
     pub fn remove(&self) -> Result<()> {
-        remove_backend(&self.backend)
+        self.segment.remove()
     }
 
     fn corrupted(&self, what: String) -> Error {
-        Error::Corrupted {
-            location: self.location.clone(),
-            what,
-        }
+        self.segment.corrupted(what)
     }
 
     /// The published records, each read once and validated.
@@ -571,23 +526,28 @@ impl Store {
             .ok()
             .and_then(|index| index.checked_mul(RECORD))
             .and_then(|offset| offset.checked_add(DIRECTORY))
-            .filter(|&at| self.region.try_read_bytes(at, &mut bytes));
+            .filter(|&at| self.segment.region().try_read_bytes(at, &mut bytes));
         if at.is_none() {
             return Err(self.corrupted(format!("directory record {index} is out of bounds")));
         }
-        Record::decode(&bytes, index, self.layout.arena_start, self.region.len())
-            .map_err(|what| self.corrupted(what))
+        Record::decode(
+            &bytes,
+            index,
+            self.layout.arena_start,
+            self.segment.region().len(),
+        )
+        .map_err(|what| self.corrupted(what))
     }
 
     /// The entry's own segment, as a region.
     fn part(&self, record: &Record) -> Result<Region> {
-        Region::part(&self.region, record.offset, record.len)
+        Region::part(self.segment.shared_region(), record.offset, record.len)
             .ok_or_else(|| self.corrupted(format!("entry {:?} is out of bounds", record.name)))
     }
 
     fn entry_error(&self, name: &str, source: Error) -> Error {
         Error::Entry {
-            location: self.location.clone(),
+            location: self.segment.location().clone(),
             name: name.to_owned(),
             source: Box::new(source),
         }
@@ -596,7 +556,7 @@ impl Store {
     /// Why the store's lock was not taken, for creating entry `name`.
     #[cold]
     fn lock_error(&self, name: &str, failure: LockFailure) -> Error {
-        let location = self.location.clone();
+        let location = self.segment.location().clone();
         let source = match failure {
             LockFailure::Timeout { holder } => Error::LockTimeout {
                 location,
@@ -629,11 +589,11 @@ impl Store {
         make: impl FnOnce(Region) -> Result<R>,
         open: impl Fn(Region) -> Result<R>,
     ) -> Result<R> {
-        check_name(&self.location, name)?;
+        check_name(self.segment.location(), name)?;
         if let Some(record) = self.records()?.into_iter().find(|r| r.name == name) {
             return open(self.part(&record)?).map_err(|error| self.entry_error(name, error));
         }
-        let mutex = header::lock_of(&self.region);
+        let mutex = self.segment.lock();
         let acquired = mutex
             .acquire(self.options.lock_timeout)
             .map_err(|failure| self.lock_error(name, failure))?;
@@ -664,7 +624,7 @@ impl Store {
         let index = records.len();
         if index as u64 >= self.layout.entries {
             return Err(Error::StoreFull {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
                 what: format!("the directory holds {} entries", self.layout.entries),
             });
@@ -683,15 +643,18 @@ impl Store {
         let size = len.checked_next_multiple_of(REGION_ALIGN);
         let end = size
             .and_then(|size| next.checked_add(size))
-            .filter(|&end| end <= self.region.len());
+            .filter(|&end| end <= self.segment.region().len());
         let (Some(size), Some(end)) = (size, end) else {
             return Err(Error::StoreFull {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
                 what: format!(
                     "{len} more bytes do not fit the arena ({} of {} bytes used)",
                     next.saturating_sub(self.layout.arena_start),
-                    self.region.len().saturating_sub(self.layout.arena_start)
+                    self.segment
+                        .region()
+                        .len()
+                        .saturating_sub(self.layout.arena_start)
                 ),
             });
         };
@@ -703,7 +666,8 @@ impl Store {
         };
         let made = make(self.part(&record)?).map_err(|error| self.entry_error(name, error))?;
         // index < entries: the record lies inside the directory.
-        self.region
+        self.segment
+            .region()
             .write_bytes(DIRECTORY + index * RECORD, &record.encode());
         next_word.store(end as u64, Ordering::Release);
         // Publish last: readers that see the count see the record and the
@@ -715,7 +679,7 @@ impl Store {
     /// What the handles of entry `name` call themselves in errors.
     fn entry_location(&self, name: &str) -> Location {
         Location::Entry {
-            store: Box::new(self.location.clone()),
+            store: Box::new(self.segment.location().clone()),
             name: name.to_owned(),
         }
     }
@@ -755,40 +719,40 @@ impl Store {
     /// The single-producer single-consumer ring called `name`, created with
     /// `capacity` slots if there is none.
     pub fn spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
-        let len = SpscRing::<T>::segment_len(&self.location, capacity)?;
+        let len = SpscRing::<T>::segment_len(self.segment.location(), capacity)?;
         let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::SpscRing,
             len,
-            |region| SpscRing::create_in(region, capacity),
-            |region| SpscRing::open_in_region(region, capacity, timeout),
+            |region| SpscRing::create_in_at(region, self.entry_location(name), capacity),
+            |region| SpscRing::open_in_at(region, self.entry_location(name), capacity, timeout),
         )
     }
 
     /// The multi-producer multi-consumer ring called `name`, created with
     /// `capacity` slots if there is none.
     pub fn mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
-        let len = MpmcRing::<T>::segment_len(&self.location, capacity)?;
+        let len = MpmcRing::<T>::segment_len(self.segment.location(), capacity)?;
         let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::MpmcRing,
             len,
-            |region| MpmcRing::create_in(region, capacity),
-            |region| MpmcRing::open_in_waiting(region, capacity, timeout),
+            |region| MpmcRing::create_in_at(region, self.entry_location(name), capacity),
+            |region| MpmcRing::open_in_at(region, self.entry_location(name), capacity, timeout),
         )
     }
 
     /// The existing entry `name`, opened with `open` (never creates).
     fn lookup<R>(&self, name: &str, open: impl FnOnce(Region) -> Result<R>) -> Result<R> {
-        check_name(&self.location, name)?;
+        check_name(self.segment.location(), name)?;
         let record = self
             .records()?
             .into_iter()
             .find(|r| r.name == name)
             .ok_or_else(|| Error::EntryNotFound {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
             })?;
         open(self.part(&record)?).map_err(|error| self.entry_error(name, error))
@@ -810,7 +774,7 @@ impl Store {
     pub fn get_spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
         let timeout = self.options.init_timeout;
         self.lookup(name, |region| {
-            SpscRing::open_in_region(region, capacity, timeout)
+            SpscRing::open_in_at(region, self.entry_location(name), capacity, timeout)
         })
     }
 
@@ -818,7 +782,7 @@ impl Store {
     pub fn get_mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
         let timeout = self.options.init_timeout;
         self.lookup(name, |region| {
-            MpmcRing::open_in_waiting(region, capacity, timeout)
+            MpmcRing::open_in_at(region, self.entry_location(name), capacity, timeout)
         })
     }
 
@@ -830,7 +794,7 @@ impl Store {
             .map(|record| {
                 let region = self.part(&record)?;
                 let header = Header::read_from(&region)
-                    .filter(|h| h.state == STATE_READY)
+                    .filter(|h| h.state() == Some(State::Ready))
                     .ok_or_else(|| {
                         self.corrupted(format!("entry {:?} has no header", record.name))
                     })?;
@@ -859,30 +823,19 @@ impl Store {
 /// impossible directory.
 pub fn store_entries(region: Region) -> Result<Vec<EntryInfo>> {
     let location = Location::Heap;
-    let header = Header::read_from(&region)
-        .filter(|header| header.magic == header::MAGIC)
-        .ok_or_else(|| Error::WrongKind {
-            location: location.clone(),
-            expected: Kind::Store.name().into(),
-            found: "something else".into(),
-        })?;
-    header::check_identity(&header, &location, Kind::Store)?;
-    let layout = Layout::of(&header, &location)?;
-    header::validate(&header, region.len(), &location, &layout.spec())?;
-    Store::from_parts(
+    let (segment, layout) = Segment::view_derived(
         region,
-        Backend::Heap,
-        location,
-        layout,
-        StoreOptions::default(),
-    )
-    .entries()
+        location.clone(),
+        Kind::Store,
+        Layout::derive(&location),
+    )?;
+    StoreOptions::default().store(segment, layout).entries()
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("location", &self.location)
+            .field("location", self.segment.location())
             .field("entries", &self.layout.entries)
             .finish()
     }
@@ -937,7 +890,7 @@ mod tests {
         while_held(
             &store,
             |store| {
-                let mutex = header::lock_of(&store.region);
+                let mutex = store.segment.lock();
                 assert!(!mutex.acquire(None).unwrap().owner_died);
                 Box::new(move || mutex.release())
             },
