@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::os::fd::AsFd;
 
 use criterion::Criterion;
-use shm_sys::posix::MemfdSegment;
+use shm_sys::memfd::MemfdSegment;
 use shm_sys::sysv::Segment;
 
 mod support;

@@ -369,13 +369,13 @@ fn threads_one_by_one(
 
 /// SpscRing with producer and consumer threads in this process (heap region).
 fn spsc_threads_one_by_one(count: u64) -> Duration {
-    let region = shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16));
+    let region = shm_typed::Region::heap(shm_typed::format::PAYLOAD_OFFSET + 512 + (8 << 16));
     threads_one_by_one_through(&SpscRing::<u64>::create_in(region, 1 << 16).unwrap(), count)
 }
 
 /// A spinning SpscRing with producer and consumer threads in this process.
 fn spinning_threads_one_by_one(count: u64) -> Duration {
-    let region = shm_typed::Region::heap(shm_typed::PAYLOAD_OFFSET + 512 + (8 << 16));
+    let region = shm_typed::Region::heap(shm_typed::format::PAYLOAD_OFFSET + 512 + (8 << 16));
     let ring = SpscRing::<u64, false>::create_spinning_in(region, 1 << 16).unwrap();
     threads_one_by_one_through(&ring, count)
 }

@@ -12,9 +12,10 @@ use proptest::prelude::*;
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::Segment;
 use shm_sys::Mapping;
+use shm_typed::format::PAYLOAD_OFFSET;
 use shm_typed::{
     store_entries, Error, Location, MpmcRing, PushError, Region, Shared, SpinningSpscRing,
-    SpscRing, Store, PAYLOAD_OFFSET,
+    SpscRing, Store,
 };
 use support::{unique_name, RemoveOnDrop, UnlinkOnDrop};
 

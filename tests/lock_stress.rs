@@ -57,7 +57,9 @@ fn run_staggered(which: &str, id: i32, ops: u64) -> u64 {
     );
     let mut died = 0;
     for peer in &mut peers {
-        let line = peer.expect_line("done");
+        // Seconds in release, up to a minute in a debug build on a busy
+        // machine: the deadline guards against a hang, not a slow run.
+        let line = peer.expect_line_within("done", Duration::from_secs(300));
         died += line
             .strip_prefix("done died=")
             .and_then(|n| n.parse::<u64>().ok())

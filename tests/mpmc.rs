@@ -7,7 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use shm_sys::sysv::Segment;
-use shm_typed::{Location, MpmcRing, PushError, PAYLOAD_OFFSET};
+use shm_typed::format::PAYLOAD_OFFSET;
+use shm_typed::{Location, MpmcRing, PushError};
 use support::{Peer, RemoveOnDrop};
 
 fn private_ring(capacity: u64) -> (MpmcRing<u64>, RemoveOnDrop, i32) {

@@ -7,7 +7,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use shm_sys::posix::{MemfdSegment, PosixSegment, Seals};
+use shm_sys::memfd::{MemfdSegment, Seals};
+use shm_sys::posix::PosixSegment;
 use shm_sys::{Error, Mode};
 use support::{pattern_bytes, unique_name, Peer, UnlinkOnDrop};
 

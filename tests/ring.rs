@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use shm_sys::sysv::Segment;
-use shm_typed::{Error, Location, PushError, SpscRing, PAYLOAD_OFFSET};
+use shm_typed::format::PAYLOAD_OFFSET;
+use shm_typed::{Error, Location, PushError, SpscRing};
 use support::race::SleepRacer;
 use support::{start_time, Peer, RemoveOnDrop};
 
@@ -289,7 +290,7 @@ fn scribbling_on_indices_and_claims_gives_only_corrupted_errors_or_data() {
                 consumer = loop {
                     match ring.consumer() {
                         Ok(consumer) => break consumer,
-                        Err(Error::Corrupted { .. } | Error::Unsupported { .. }) => {
+                        Err(Error::Corrupted { .. } | Error::SideClaimed { .. }) => {
                             // Impossible indices, or a scribbled claim naming a live
                             // pid: put sane values back, as an operator would.
                             scribbler
@@ -331,7 +332,7 @@ fn a_claim_is_judged_on_its_own_record_only() {
         let mapping = segment.attach().unwrap();
         mapping.write_at(offset, &value.to_ne_bytes()).unwrap();
     };
-    let claimed_by_live = |ring: &SpscRing<u64>| matches!(ring.producer(), Err(Error::Unsupported { what, .. }) if what.contains(&format!("live pid {pid}")));
+    let claimed_by_live = |ring: &SpscRing<u64>| matches!(ring.producer(), Err(Error::SideClaimed { pid: holder, side: "producer", .. }) if holder == pid);
 
     // Claim 7 by the live bystander, recorded with its real start time.
     poke(CLAIM, (7 << 32) | u64::from(pid));

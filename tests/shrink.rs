@@ -14,7 +14,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-use shm_sys::posix::{MemfdSegment, PosixSegment, Seals};
+use shm_sys::memfd::{MemfdSegment, Seals};
+use shm_sys::posix::PosixSegment;
 use shm_sys::{Errno, Error, Target};
 use support::{pattern_bytes, unique_name, Peer, UnlinkOnDrop};
 

@@ -11,9 +11,8 @@ use bytemuck::{Pod, Zeroable};
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::Segment;
 use shm_sys::Key;
-use shm_typed::{
-    Error, Location, Shared, FORMAT_VERSION, LOCK_OFFSET, PAYLOAD_OFFSET, STATE_INITIALIZING,
-};
+use shm_typed::format::{State, FORMAT_VERSION, LOCK_OFFSET, PAYLOAD_OFFSET};
+use shm_typed::{Error, Location, Shared};
 use support::{start_time, unique_key, unique_name, Peer, RemoveOnDrop, UnlinkOnDrop};
 
 /// A `Shared<T>` whose segment is removed when the test ends, also on panic.
@@ -326,7 +325,7 @@ fn segment_stuck_initializing_whose_creator_died_is_reported_not_waited_on() {
     dead.wait_success();
 
     let segment = RemoveOnDrop(Segment::create_private(4096).unwrap());
-    poke(segment.id(), 16, &STATE_INITIALIZING.to_ne_bytes());
+    poke(segment.id(), 16, &State::Initializing.code().to_ne_bytes());
     poke(segment.id(), 144, &dead_pid.to_ne_bytes());
     let started = Instant::now();
     let err = Shared::<u64>::open(Location::Id(segment.id())).unwrap_err();

@@ -29,7 +29,8 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_typed::{PushError, Region, SpscRing, PAYLOAD_OFFSET};
+use shm_typed::format::PAYLOAD_OFFSET;
+use shm_typed::{PushError, Region, SpscRing};
 
 use crate::support::{alternate, median, Probe, Rounds, NEAR_NS};
 

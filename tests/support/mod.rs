@@ -80,14 +80,21 @@ impl Peer {
     /// The next line the peer prints, which must start with `prefix`; fails the
     /// test if none arrives within [`DEADLINE`].
     pub fn expect_line(&mut self, prefix: &str) -> String {
-        match self.lines.recv_timeout(DEADLINE) {
+        self.expect_line_within(prefix, DEADLINE)
+    }
+
+    /// [`expect_line`](Peer::expect_line) with its own deadline, for steps
+    /// whose length scales with the work asked (a stress run in a debug build
+    /// on a loaded machine).
+    pub fn expect_line_within(&mut self, prefix: &str, deadline: Duration) -> String {
+        match self.lines.recv_timeout(deadline) {
             Ok(line) if line.starts_with(prefix) => line,
             Ok(line) => panic!(
                 "peer {}: expected a line starting with {prefix:?}, got {line:?}",
                 self.role
             ),
             Err(RecvTimeoutError::Timeout) => {
-                panic!("peer {}: no line {prefix:?} within {DEADLINE:?}", self.role)
+                panic!("peer {}: no line {prefix:?} within {deadline:?}", self.role)
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.try_wait();

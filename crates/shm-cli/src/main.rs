@@ -20,6 +20,7 @@ macro_rules! say {
     }};
 }
 
+mod create;
 mod demo;
 mod segments;
 
@@ -79,7 +80,7 @@ enum Command {
         stale: bool,
     },
     /// Make a raw or typed segment, for scripting.
-    Create(segments::CreateOptions),
+    Create(create::CreateOptions),
     /// Stream a #[repr(C)] struct between a producer and a consumer process
     /// through a ring in a fresh segment; print throughput, latency
     /// percentiles and a latency histogram (progress goes to stderr).
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
             force,
             stale,
         } => segments::remove(target.as_deref(), force, stale),
-        Command::Create(options) => segments::create(&options),
+        Command::Create(options) => create::create(&options),
         Command::Demo(options) => demo::run(&options),
         Command::DemoProducer(role) => demo::producer(&role),
         Command::DemoConsumer(role) => demo::consumer(&role),

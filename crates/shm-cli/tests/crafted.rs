@@ -10,7 +10,8 @@ use std::process::Command;
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::Segment;
 use shm_sys::Mapping;
-use shm_typed::{Location, Region, SpscRing, Store, PAYLOAD_OFFSET};
+use shm_typed::format::PAYLOAD_OFFSET;
+use shm_typed::{Location, Region, SpscRing, Store};
 
 /// Removes a System V segment when dropped, also on panic.
 struct RemoveOnDrop(Segment);

@@ -181,7 +181,7 @@ const ENTRY_OBJECT: &str = "o\"bject\\ ü\t1";
 const ENTRY_RING: &str = "ring:ß/ü";
 
 /// Where a store's directory starts, and the bytes per record.
-const DIRECTORY: usize = shm_typed::PAYLOAD_OFFSET + 128;
+const DIRECTORY: usize = shm_typed::format::PAYLOAD_OFFSET + 128;
 const RECORD: usize = 128;
 
 /// Rewrites the name of store entry `index` in its directory record.

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::key::Key;
-use crate::posix::Seals;
+use crate::memfd::Seals;
 
 /// What an operation was about: the object named in every error message.
 #[derive(Debug, Clone, PartialEq, Eq)]

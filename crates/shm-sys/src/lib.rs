@@ -46,10 +46,11 @@
 
 #![cfg(target_os = "linux")]
 
-mod backend;
 pub mod error;
 pub mod key;
+mod libc_sysv;
 pub mod mapping;
+pub mod memfd;
 pub mod mode;
 pub mod posix;
 pub mod sysv;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use crate::backend;
 use crate::error::{Errno, Error, Result, Target};
+use crate::libc_sysv;
 
 /// How a mapping is released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub(crate) enum Release {
 /// The pointers stay valid until the mapping is dropped or detached, even if the
 /// segment is removed in the meantime: the kernel frees a removed segment only
 /// when its last attachment goes away. A System V segment cannot be resized, and
-/// a memfd from [`MemfdSegment::create`](crate::posix::MemfdSegment::create) is
+/// a memfd from [`MemfdSegment::create`](crate::memfd::MemfdSegment::create) is
 /// sealed against shrinking. A peer with write access to a POSIX `shm_open`
 /// object, though, can shrink it, and then accesses past the new end raise
 /// `SIGBUS` and kill this process; no kernel mechanism prevents that (see
@@ -239,7 +239,7 @@ impl Mapping {
             // SAFETY: `start` came from shmat (constructor contract), it is released
             // only once (flag above), and the mapping is being consumed or dropped,
             // so nothing accesses it afterwards.
-            Release::Detach => ("shmdt", unsafe { backend::shmdt(self.start.as_ptr()) }),
+            Release::Detach => ("shmdt", unsafe { libc_sysv::shmdt(self.start.as_ptr()) }),
             Release::Unmap => (
                 "munmap",
                 // SAFETY: `start..start+len` came from mmap (constructor contract),
@@ -282,7 +282,7 @@ fn split_for_words(address: *const u8, len: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use crate::posix::MemfdSegment;
+    use crate::memfd::MemfdSegment;
 
     #[test]
     fn copies_round_trip_at_every_alignment_and_leave_neighbours_alone() {

@@ -32,9 +32,9 @@
 use std::ptr::NonNull;
 use std::time::{Duration, SystemTime};
 
-use crate::backend;
 use crate::error::{Errno, Error, Result, Target};
 use crate::key::Key;
+use crate::libc_sysv;
 use crate::mapping::{Mapping, Release};
 use crate::mode::Mode;
 
@@ -165,7 +165,7 @@ impl SegmentOptions {
                 what: "a new segment needs a non-zero size".into(),
             });
         }
-        let id = backend::shmget(self.key.raw(), self.size, self.creation_flags())
+        let id = libc_sysv::shmget(self.key.raw(), self.size, self.creation_flags())
             .map_err(|errno| self.error(errno))?;
         Ok(Segment { id, key: self.key })
     }
@@ -192,7 +192,7 @@ impl SegmentOptions {
                 what: "IPC_PRIVATE names no existing segment; open it by id".into(),
             });
         }
-        let id = backend::shmget(self.key.raw(), self.size, self.access.requested_bits())
+        let id = libc_sysv::shmget(self.key.raw(), self.size, self.access.requested_bits())
             .map_err(|errno| self.error(errno))?;
         Ok(Segment { id, key: self.key })
     }
@@ -403,7 +403,7 @@ impl Segment {
         let requested = address.map_or(std::ptr::null(), |a| a.as_ptr().cast_const().cast());
         // SAFETY: the flags never include SHM_REMAP, so the kernel maps into free
         // address space or fails.
-        let start = unsafe { backend::shmat(self.id, requested, flags) }.map_err(|errno| {
+        let start = unsafe { libc_sysv::shmat(self.id, requested, flags) }.map_err(|errno| {
             if errno.raw() == libc::EINVAL && address.is_some() {
                 Error::InvalidArgument {
                     op: "shmat",
@@ -428,7 +428,8 @@ impl Segment {
             unsafe { Mapping::new(start, 0, read_only, Release::Detach, self.target()) };
         // While we are attached the segment cannot be destroyed, so this stat
         // describes the very segment we mapped.
-        let size = backend::stat(self.id).map_err(|errno| self.error("shmctl(IPC_STAT)", errno))?;
+        let size =
+            libc_sysv::stat(self.id).map_err(|errno| self.error("shmctl(IPC_STAT)", errno))?;
         mapping.set_len(size.shm_segsz);
         Ok(mapping)
     }
@@ -445,7 +446,7 @@ impl Segment {
     #[doc(alias = "shmctl")]
     #[doc(alias = "IPC_STAT")]
     pub fn stat(&self) -> Result<SegmentInfo> {
-        let ds = backend::stat(self.id).map_err(|errno| self.error("shmctl(IPC_STAT)", errno))?;
+        let ds = libc_sysv::stat(self.id).map_err(|errno| self.error("shmctl(IPC_STAT)", errno))?;
         Ok(SegmentInfo::from_raw(self.id, &ds))
     }
 
@@ -489,7 +490,7 @@ impl Segment {
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "IPC_SET")]
     pub fn set_permissions(&self, uid: u32, gid: u32, mode: Mode) -> Result<()> {
-        backend::set(self.id, uid, gid, mode.bits())
+        libc_sysv::set(self.id, uid, gid, mode.bits())
             .map_err(|errno| self.error("shmctl(IPC_SET)", errno))
     }
 
@@ -507,7 +508,7 @@ impl Segment {
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "IPC_RMID")]
     pub fn remove(&self) -> Result<()> {
-        backend::control(self.id, libc::IPC_RMID)
+        libc_sysv::control(self.id, libc::IPC_RMID)
             .map_err(|errno| self.error("shmctl(IPC_RMID)", errno))
     }
 
@@ -518,7 +519,7 @@ impl Segment {
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "SHM_LOCK")]
     pub fn lock_pages(&self) -> Result<()> {
-        backend::control(self.id, backend::SHM_LOCK)
+        libc_sysv::control(self.id, libc_sysv::SHM_LOCK)
             .map_err(|errno| self.error("shmctl(SHM_LOCK)", errno))
     }
 
@@ -528,7 +529,7 @@ impl Segment {
     /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
     #[doc(alias = "SHM_UNLOCK")]
     pub fn unlock_pages(&self) -> Result<()> {
-        backend::control(self.id, backend::SHM_UNLOCK)
+        libc_sysv::control(self.id, libc_sysv::SHM_UNLOCK)
             .map_err(|errno| self.error("shmctl(SHM_UNLOCK)", errno))
     }
 }
@@ -586,8 +587,8 @@ impl SegmentInfo {
             key: Key::new(perm.__key),
             size: ds.shm_segsz,
             mode: Mode::from_mode_word(u32::from(perm.mode)),
-            marked_for_removal: perm.mode & backend::SHM_DEST != 0,
-            locked: perm.mode & backend::SHM_LOCKED != 0,
+            marked_for_removal: perm.mode & libc_sysv::SHM_DEST != 0,
+            locked: perm.mode & libc_sysv::SHM_LOCKED != 0,
             uid: perm.uid,
             gid: perm.gid,
             cuid: perm.cuid,
@@ -624,11 +625,11 @@ impl SegmentInfo {
 #[doc(alias = "SHM_STAT_ANY")]
 #[doc(alias = "ipcs")]
 pub fn list() -> Result<Vec<SegmentInfo>> {
-    let (highest_index, _) = backend::usage()
+    let (highest_index, _) = libc_sysv::usage()
         .map_err(|errno| Error::from_errno("shmctl(SHM_INFO)", Target::Host, errno, None))?;
     let mut segments = Vec::new();
     for index in 0..=highest_index {
-        match backend::stat_by_index(index) {
+        match libc_sysv::stat_by_index(index) {
             Ok((id, ds)) => segments.push(SegmentInfo::from_raw(id, &ds)),
             // An unused slot, a segment removed meanwhile, or (before 4.17) one we
             // may not read.
@@ -678,7 +679,7 @@ pub struct Limits {
 #[doc(alias = "shmall")]
 #[doc(alias = "shmmni")]
 pub fn limits() -> Result<Limits> {
-    let (_, raw) = backend::limits()
+    let (_, raw) = libc_sysv::limits()
         .map_err(|errno| Error::from_errno("shmctl(IPC_INFO)", Target::Host, errno, None))?;
     Ok(Limits {
         shmmax: raw.shmmax,
@@ -715,7 +716,7 @@ pub struct Usage {
 /// - [`shmctl(2)`](https://man7.org/linux/man-pages/man2/shmctl.2.html)
 #[doc(alias = "SHM_INFO")]
 pub fn usage() -> Result<Usage> {
-    let (_, raw) = backend::usage()
+    let (_, raw) = libc_sysv::usage()
         .map_err(|errno| Error::from_errno("shmctl(SHM_INFO)", Target::Host, errno, None))?;
     Ok(Usage {
         segments: raw.used_ids.max(0) as u64,

@@ -1,8 +1,9 @@
 //! What a segment holds, read without trusting it: for tools such as `shm ls`.
 
-use crate::header::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
 use crate::lock::LockView;
-use crate::region::Region;
+use crate::ring::{mpmc, spsc};
+use crate::segment::format::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
+use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
 
 /// A decoded view of one of our segments. Every field was copied out of the
@@ -38,7 +39,8 @@ pub struct Description {
 /// for anything else (too small, not ours).
 ///
 /// ```
-/// use shm_typed::{describe, Kind, Region, Shared};
+/// use shm_typed::format::Kind;
+/// use shm_typed::{describe, Region, Shared};
 ///
 /// let shared = Shared::<u64>::options().create_in(Region::heap(4096), 7)?;
 /// let description = describe(shared.region()).expect("ours");
@@ -77,8 +79,9 @@ pub fn describe(region: &Region) -> Option<Description> {
     })
 }
 
-/// Reads the fill level of one ring kind's segment: the region and the
-/// capacity its header records; `None` if the indices are impossible.
+/// Reads the fill level of one ring kind's segment (each ring module decodes
+/// its own indices): the region and the capacity its header records; `None`
+/// if the indices are impossible or lie outside the region.
 type FillDecoder = fn(&Region, u64) -> Option<u64>;
 
 /// The decoder of the fill level for segments of `kind`, `None` for kinds
@@ -87,58 +90,13 @@ type FillDecoder = fn(&Region, u64) -> Option<u64>;
 /// so a new kind cannot be added without deciding here.
 fn fill_decoder(kind: Kind) -> Option<FillDecoder> {
     match kind {
-        Kind::SpscRing => Some(spsc_fill),
+        Kind::SpscRing => Some(spsc::fill),
         // `SpinningSpscRing` is `SpscRing<T, false>`: the same layout, its
         // own header kind.
-        Kind::SpinningSpscRing => Some(spsc_fill),
-        Kind::MpmcRing => Some(mpmc_fill),
+        Kind::SpinningSpscRing => Some(spsc::fill),
+        Kind::MpmcRing => Some(mpmc::fill),
         Kind::Object | Kind::Store => None,
     }
-}
-
-/// SPSC ring (both kinds): `tail`, the position of the next write (written by
-/// the producer only); mirrors `spsc::TAIL`.
-const SPSC_TAIL: usize = PAYLOAD_OFFSET;
-/// SPSC ring: `head`, the position of the next read; mirrors `spsc::HEAD`.
-const SPSC_HEAD: usize = PAYLOAD_OFFSET + 128;
-/// MPMC ring: the enqueue position; mirrors `mpmc::ENQUEUE`.
-const MPMC_ENQUEUE: usize = PAYLOAD_OFFSET;
-/// MPMC ring: the dequeue position; mirrors `mpmc::DEQUEUE`.
-const MPMC_DEQUEUE: usize = PAYLOAD_OFFSET + 128;
-
-/// Items in an SPSC ring (blocking or spinning): `tail - head`. Positions
-/// only grow, so `head <= tail`, and the difference is at most `capacity`.
-fn spsc_fill(region: &Region, capacity: u64) -> Option<u64> {
-    let tail = read_u64(region, SPSC_TAIL)?;
-    let head = read_u64(region, SPSC_HEAD)?;
-    spsc_fill_of(tail, head, capacity)
-}
-
-fn spsc_fill_of(tail: u64, head: u64, capacity: u64) -> Option<u64> {
-    tail.checked_sub(head).filter(|&len| len <= capacity)
-}
-
-/// Items in an MPMC ring: enqueue minus dequeue position. These count modulo
-/// 2^64 on purpose (see [`MpmcRing`](crate::MpmcRing)), so the difference
-/// wraps; it is at most `capacity`.
-fn mpmc_fill(region: &Region, capacity: u64) -> Option<u64> {
-    let enqueue = read_u64(region, MPMC_ENQUEUE)?;
-    let dequeue = read_u64(region, MPMC_DEQUEUE)?;
-    mpmc_fill_of(enqueue, dequeue, capacity)
-}
-
-fn mpmc_fill_of(enqueue: u64, dequeue: u64, capacity: u64) -> Option<u64> {
-    Some(enqueue.wrapping_sub(dequeue)).filter(|&len| len <= capacity)
-}
-
-/// The word at `offset`, `None` if it does not lie inside the region.
-fn read_u64(region: &Region, offset: usize) -> Option<u64> {
-    if offset.checked_add(8)? > region.len() {
-        return None;
-    }
-    let mut word = [0u8; 8];
-    region.read_bytes(offset, &mut word);
-    Some(u64::from_ne_bytes(word))
 }
 
 #[cfg(test)]
@@ -147,12 +105,12 @@ mod tests {
 
     #[test]
     fn crafted_ring_fill_levels_near_u64_max() {
-        assert_eq!(spsc_fill_of(u64::MAX, u64::MAX - 3, 8), Some(3));
-        assert_eq!(spsc_fill_of(1, u64::MAX, 8), None, "head passed tail");
-        assert_eq!(spsc_fill_of(u64::MAX, 0, 8), None);
+        assert_eq!(spsc::fill_of(u64::MAX, u64::MAX - 3, 8), Some(3));
+        assert_eq!(spsc::fill_of(1, u64::MAX, 8), None, "head passed tail");
+        assert_eq!(spsc::fill_of(u64::MAX, 0, 8), None);
         // MPMC positions wrap: enqueue 1 after dequeue u64::MAX is two values.
-        assert_eq!(mpmc_fill_of(1, u64::MAX, 8), Some(2));
-        assert_eq!(mpmc_fill_of(0, 9, 8), None);
+        assert_eq!(mpmc::fill_of(1, u64::MAX, 8), Some(2));
+        assert_eq!(mpmc::fill_of(0, 9, 8), None);
     }
 
     #[test]

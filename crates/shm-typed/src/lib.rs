@@ -61,40 +61,14 @@
 //!
 //! # Segment format, version 2
 //!
-//! All integers are in the creator's native byte order (checked with the byte
-//! order mark). All-zero bytes are a valid uninitialised segment.
-//!
-//! | offset | size | field | contents |
-//! |---:|---:|---|---|
-//! | 0 | 8 | magic | ASCII `SHMTYPED` |
-//! | 8 | 4 | format_version | `2` (version 1 had the lock of the first release, without generations) |
-//! | 12 | 4 | kind | 1 object, 2 spsc ring, 3 mpmc ring, 4 store, 5 spinning spsc ring |
-//! | 16 | 4 | state | atomic: 0 uninitialised, 1 initialising, 2 ready (stored with Release), 3 failed |
-//! | 20 | 4 | byte_order | `0x01020304` |
-//! | 24 | 8 | segment_len | bytes the creator asked for; must be ≤ the OS's size |
-//! | 32 | 8 | payload_offset | 384 for objects |
-//! | 40 | 8 | payload_size | bytes |
-//! | 48 | 4 | payload_align | `align_of::<T>()`, at most 128 |
-//! | 52 | 4 | element_size | `size_of::<T>()` |
-//! | 56 | 8 | capacity | ring capacity in elements; 0 for objects |
-//! | 64 | 8 | type_name_hash | FNV-1a 64 of the full type name |
-//! | 72 | 1 | pointer_width | `size_of::<usize>()` |
-//! | 73 | 1 | type_name_len | bytes used in type_name |
-//! | 74 | 6 | reserved | 0 |
-//! | 80 | 64 | type_name | UTF-8, cut to 64 bytes |
-//! | 144 | 4 | creator pid | claimed with a CAS from 0 before anything else is written |
-//! | 148 | 4 | creator uid | effective uid |
-//! | 152 | 8 | creator start time | clock ticks since boot (`/proc/<pid>/stat` field 22) |
-//! | 160 | 8 | creator pid namespace | inode of `/proc/<pid>/ns/pid` |
-//! | 168 | 88 | reserved | 0 |
-//! | 256 | 8 | lock owner | atomic: bits 0-30 holder tid (0 free), bit 31 waiters, bits 32-63 generation |
-//! | 264 | 4 | lock wakes | atomic futex word: incremented by every unlock that wakes |
-//! | 268 | 4 | lock flags | bit 0 inconsistent (holder died), bit 1 poisoned |
-//! | 272 | 8 | lock record | holder's start time << 24 \| generation's low 24 bits |
-//! | 280 | 8 | lock sequence | seqlock count, odd while a holder may write |
-//! | 288 | 8 | lock pid namespace | creator's pid namespace |
-//! | 296 | 88 | reserved | 0 |
-//! | 384 | payload_size | payload | the value |
+//! A 256-byte header (magic `SHMTYPED`, version, kind, init state, byte
+//! order mark, length, payload layout and type identity, creator record),
+//! the 128-byte lock at offset 256, the payload from offset 384. All integers
+//! are in the creator's native byte order (checked with the byte order
+//! mark); all-zero bytes are a valid uninitialised segment. The [`format`](mod@format)
+//! module owns every constant and structure; `docs/FORMAT.md` in the
+//! repository describes every byte, the init protocol and each kind's payload,
+//! enough to write a reader in another language.
 //!
 //! # Memory model
 //!
@@ -106,45 +80,32 @@
 
 #![cfg(target_os = "linux")]
 
-mod backend;
-mod blocking;
 mod describe;
 mod error;
-mod header;
-mod liveness;
+mod location;
 mod lock;
-#[cfg(all(test, loom))]
-mod loom_tests;
-mod mpmc;
-#[cfg(test)]
-mod mpmc_model;
-mod protocol;
-mod region;
+mod ring;
+mod segment;
 mod shared;
-mod spsc;
-#[cfg(test)]
-mod spsc_model;
 mod store;
 mod sys;
 #[cfg(test)]
 mod tests;
 
 pub use describe::{describe, Description};
-pub use error::{Error, Location, Result, TypeDescription};
-pub use header::{
-    default_type_name, CreatorRecord, Header, Kind, LayoutDescriptor, BYTE_ORDER_MARK,
-    FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_FAILED,
-    STATE_INITIALIZING, STATE_READY, STATE_UNINITIALIZED, TYPE_NAME_CAPACITY,
-};
+pub use error::{Error, Result, TypeDescription};
+pub use location::Location;
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};
-pub use mpmc::MpmcRing;
-pub use region::{Region, REGION_ALIGN};
-pub use shared::{Shared, SharedGuard, SharedOptions};
-pub use shm_sys;
-pub use spsc::{
+pub use ring::mpmc::MpmcRing;
+pub use ring::spsc::{
     ChunkIter, Consumer, Corrupted, Producer, PushError, ReadChunk, SpinningSpscRing, SpscRing,
     WriteChunk,
 };
+pub use segment::format;
+pub use segment::header::default_type_name;
+pub use segment::region::{Region, REGION_ALIGN};
+pub use shared::{Shared, SharedGuard, SharedOptions};
+pub use shm_sys;
 pub use store::{store_entries, EntryInfo, Store, StoreOptions, MAX_NAME};
 
 /// The README's examples, compiled and run as doc-tests so they cannot rot.

@@ -7,14 +7,16 @@ use std::ptr::NonNull;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use shm_sys::sysv::{Access, Segment, SegmentInfo};
+use shm_sys::sysv::{Access, SegmentInfo};
 use shm_sys::Mode;
 
-use crate::backend::{create_backend, open_backend, remove_backend, sysv_key, Backend};
-use crate::error::{Error, Location, Result};
-use crate::header::{self, Kind, Spec, Wait, PAYLOAD_OFFSET};
+use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::lock::{Holder, LockFailure, ShmMutex};
-use crate::region::Region;
+use crate::segment::format::{Kind, PAYLOAD_OFFSET};
+use crate::segment::header::{self, Spec};
+use crate::segment::region::Region;
+use crate::segment::{Opening, Segment};
 
 /// How to create or open a [`Shared<T>`]: the type's stable name, permissions,
 /// and how long to wait for a creator that is still initialising.
@@ -110,6 +112,19 @@ impl<T: Pod> SharedOptions<T> {
         })
     }
 
+    fn opening(&self, access: Access) -> Opening {
+        Opening {
+            mode: self.mode,
+            access,
+            init_timeout: self.init_timeout,
+        }
+    }
+
+    /// Writes the value into a fresh segment.
+    fn init(value: T) -> impl Fn(&Region) {
+        move |region: &Region| region.write_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of(&value))
+    }
+
     /// Creates a new segment at `location` holding `value`. System V segments are
     /// created exclusively (`IPC_CREAT | IPC_EXCL`); POSIX objects with `O_EXCL`.
     ///
@@ -119,32 +134,8 @@ impl<T: Pod> SharedOptions<T> {
     pub fn create(&self, location: impl Into<Location>, value: T) -> Result<Shared<T>> {
         let location = location.into();
         let spec = self.checked_spec(&location)?;
-        let (region, backend, location) = create_backend(&location, spec.segment_len(), self.mode)?;
-        self.finish_create(region, backend, location, &spec, value)
-    }
-
-    fn finish_create(
-        &self,
-        region: Region,
-        backend: Backend,
-        location: Location,
-        spec: &Spec,
-        value: T,
-    ) -> Result<Shared<T>> {
-        let created = header::initialize(&region, &location, spec, |region| {
-            region.write_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of(&value));
-        });
-        if let Err(error) = created {
-            // Do not leave a half-made segment behind.
-            let _ = remove_backend(&backend);
-            return Err(error);
-        }
-        Ok(Shared::from_parts(
-            region,
-            backend,
-            location,
-            self.lock_timeout,
-        ))
+        let segment = Segment::create(&location, &spec, self.mode, Self::init(value))?;
+        Ok(Shared::from_segment(segment, self.lock_timeout))
     }
 
     /// Opens the existing segment at `location` for reading and writing, checking
@@ -167,34 +158,8 @@ impl<T: Pod> SharedOptions<T> {
 
     fn open_with(&self, location: Location, access: Access) -> Result<Shared<T>> {
         let spec = self.checked_spec(&location)?;
-        let (region, backend, os_creator) =
-            open_backend(&location, access, spec.segment_len(), self.init_timeout)?;
-        self.finish_open(region, backend, location, &spec, os_creator)
-    }
-
-    fn finish_open(
-        &self,
-        region: Region,
-        backend: Backend,
-        location: Location,
-        spec: &Spec,
-        os_creator: Option<u32>,
-    ) -> Result<Shared<T>> {
-        header::open(
-            &region,
-            &location,
-            spec,
-            Wait {
-                timeout: self.init_timeout,
-                os_creator,
-            },
-        )?;
-        Ok(Shared::from_parts(
-            region,
-            backend,
-            location,
-            self.lock_timeout,
-        ))
+        let segment = Segment::open(&location, &spec, self.opening(access))?;
+        Ok(Shared::from_segment(segment, self.lock_timeout))
     }
 
     /// Opens the segment at `location`, or creates it holding `value` if there is
@@ -207,51 +172,18 @@ impl<T: Pod> SharedOptions<T> {
     ) -> Result<(Shared<T>, bool)> {
         let location = location.into();
         let spec = self.checked_spec(&location)?;
-        let len = spec.segment_len();
-        match &location {
-            Location::Key(_) | Location::Ftok(..) => {
-                let key = sysv_key(&location)?;
-                let (segment, created) = Segment::options(key)
-                    .size(len)
-                    .mode(self.mode)
-                    .open_or_create()?;
-                let region = Region::from_mapping(segment.attach()?);
-                let os_creator = segment.stat().ok().map(|info| info.cpid);
-                let backend = Backend::SysV(segment);
-                if created {
-                    Ok((
-                        self.finish_create(region, backend, location, &spec, value)?,
-                        true,
-                    ))
-                } else {
-                    Ok((
-                        self.finish_open(region, backend, location, &spec, os_creator)?,
-                        false,
-                    ))
-                }
-            }
-            Location::Posix(_) => loop {
-                match self.create(location.clone(), value) {
-                    Ok(shared) => return Ok((shared, true)),
-                    Err(Error::Sys(shm_sys::Error::AlreadyExists { .. })) => {}
-                    Err(other) => return Err(other),
-                }
-                match self.open(location.clone()) {
-                    Ok(shared) => return Ok((shared, false)),
-                    // Unlinked between our create and open: try again.
-                    Err(Error::Sys(shm_sys::Error::NotFound { .. })) => continue,
-                    Err(other) => return Err(other),
-                }
-            },
-            Location::Private | Location::Heap => self.create(location, value).map(|s| (s, true)),
-            Location::Id(_) | Location::Entry { .. } => self.open(location).map(|s| (s, false)),
-        }
+        let (segment, created) = Segment::open_or_create(
+            &location,
+            &spec,
+            self.opening(Access::ReadWrite),
+            Self::init(value),
+        )?;
+        Ok((Shared::from_segment(segment, self.lock_timeout), created))
     }
 
     /// Initialises a blank heap (or other) region as a `Shared<T>`.
     pub fn create_in(&self, region: Region, value: T) -> Result<Shared<T>> {
-        let spec = self.checked_spec(&Location::Heap)?;
-        self.finish_create(region, Backend::Heap, Location::Heap, &spec, value)
+        self.create_in_at(region, Location::Heap, value)
     }
 
     /// Opens a region that holds a `Shared<T>` (validating its header).
@@ -268,14 +200,16 @@ impl<T: Pod> SharedOptions<T> {
         value: T,
     ) -> Result<Shared<T>> {
         let spec = self.checked_spec(&location)?;
-        self.finish_create(region, Backend::Heap, location, &spec, value)
+        let segment = Segment::create_in(region, location, &spec, Self::init(value))?;
+        Ok(Shared::from_segment(segment, self.lock_timeout))
     }
 
     /// [`open_in`](SharedOptions::open_in) for a region that errors name as
     /// `location` (a store's entry).
     pub(crate) fn open_in_at(&self, region: Region, location: Location) -> Result<Shared<T>> {
         let spec = self.checked_spec(&location)?;
-        self.finish_open(region, Backend::Heap, location, &spec, None)
+        let segment = Segment::open_in(region, location, &spec, self.init_timeout)?;
+        Ok(Shared::from_segment(segment, self.lock_timeout))
     }
 }
 
@@ -303,9 +237,7 @@ pub struct Shared<T> {
     mutex: NonNull<ShmMutex>,
     /// The value, inside `region`, aligned (checked when the handle was made).
     value: NonNull<T>,
-    region: Region,
-    backend: Backend,
-    location: Location,
+    segment: Segment,
     lock_timeout: Option<Duration>,
 }
 
@@ -318,28 +250,23 @@ unsafe impl<T: Send> Send for Shared<T> {}
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T: Pod> Shared<T> {
-    /// Wraps a region whose length the caller checked against the spec: the lock
-    /// and the value fit (`PAYLOAD_OFFSET + size_of::<T>() <= len`).
-    fn from_parts(
-        region: Region,
-        backend: Backend,
-        location: Location,
-        lock_timeout: Option<Duration>,
-    ) -> Shared<T> {
-        let mutex = header::lock_of(&region) as *const ShmMutex;
-        let value = region
+    /// Wraps a segment checked against the spec: the lock and the value fit
+    /// (`PAYLOAD_OFFSET + size_of::<T>() <= len`).
+    fn from_segment(segment: Segment, lock_timeout: Option<Duration>) -> Shared<T> {
+        let mutex = NonNull::from(segment.lock());
+        let value = segment
+            .region()
             .pointer(
                 PAYLOAD_OFFSET,
                 std::mem::size_of::<T>(),
                 std::mem::align_of::<T>(),
             )
-            .expect("payload inside the region");
+            .and_then(NonNull::new)
+            .expect("the spec that was checked puts the payload inside the region");
         Shared {
-            mutex: NonNull::new(mutex.cast_mut()).expect("non-null"),
-            value: NonNull::new(value.cast()).expect("non-null"),
-            region,
-            backend,
-            location,
+            mutex,
+            value: value.cast(),
+            segment,
             lock_timeout,
         }
     }
@@ -372,18 +299,18 @@ impl<T: Pod> Shared<T> {
     /// Where the segment is: for a segment created as [`Location::Private`], its
     /// [`Location::Id`], which other processes open.
     pub fn location(&self) -> &Location {
-        &self.location
+        self.segment.location()
     }
 
     /// The region holding the segment.
     pub fn region(&self) -> &Region {
-        &self.region
+        self.segment.region()
     }
 
     /// Gives up the handle and returns its region (to reopen a heap region with
     /// [`SharedOptions::open_in`], for example).
     pub fn into_region(self) -> Region {
-        self.region
+        self.segment.into_region()
     }
 
     /// The segment's lock, inside the segment; for this crate's own use, which
@@ -400,7 +327,7 @@ impl<T: Pod> Shared<T> {
     /// the lock's operations write to it, and an atomic write to read-only
     /// memory is undefined behaviour, not just a fault.
     pub fn mutex(&self) -> Option<&ShmMutex> {
-        (!self.region.is_read_only()).then(|| self.raw_mutex())
+        (!self.segment.region().is_read_only()).then(|| self.raw_mutex())
     }
 
     /// The thread holding the lock, if any (works on read-only handles too).
@@ -416,7 +343,7 @@ impl<T: Pod> Shared<T> {
     #[cold]
     #[inline(never)]
     fn lock_error(&self, failure: LockFailure, waited: Option<Duration>) -> Error {
-        let location = self.location.clone();
+        let location = self.segment.location().clone();
         match failure {
             LockFailure::Poisoned => Error::Poisoned { location },
             LockFailure::Timeout { holder } => Error::LockTimeout {
@@ -440,7 +367,7 @@ impl<T: Pod> Shared<T> {
 
     #[inline]
     fn writable(&self) -> Result<()> {
-        if self.region.is_read_only() {
+        if self.segment.region().is_read_only() {
             return Err(self.read_only_error());
         }
         Ok(())
@@ -450,7 +377,7 @@ impl<T: Pod> Shared<T> {
     #[inline(never)]
     fn read_only_error(&self) -> Error {
         Error::ReadOnly {
-            location: self.location.clone(),
+            location: self.segment.location().clone(),
         }
     }
 
@@ -463,7 +390,7 @@ impl<T: Pod> Shared<T> {
     /// [`Error::ReadOnly`].
     #[inline]
     pub fn lock(&self) -> Result<SharedGuard<'_, T>> {
-        if !self.region.is_read_only() {
+        if !self.segment.region().is_read_only() {
             if let Some(acquired) = self.raw_mutex().acquire_uncontended() {
                 return Ok(SharedGuard::new(self, acquired.owner_died));
             }
@@ -500,7 +427,7 @@ impl<T: Pod> Shared<T> {
     /// the lock timeout (default 1 s for read-only handles).
     #[inline]
     pub fn load(&self) -> Result<T> {
-        if self.region.is_read_only() {
+        if self.segment.region().is_read_only() {
             return self.load_without_lock();
         }
         let guard = self.lock()?;
@@ -513,7 +440,8 @@ impl<T: Pod> Shared<T> {
         let mut value = T::zeroed();
         self.raw_mutex()
             .read_consistent(timeout, || {
-                self.region
+                self.segment
+                    .region()
                     .read_bytes(PAYLOAD_OFFSET, bytemuck::bytes_of_mut(&mut value));
             })
             .map_err(|failure| self.lock_error(failure, Some(timeout)))?;
@@ -547,19 +475,13 @@ impl<T: Pod> Shared<T> {
     ///
     /// [`Error::Unsupported`] for POSIX and heap segments.
     pub fn stat(&self) -> Result<SegmentInfo> {
-        match &self.backend {
-            Backend::SysV(segment) => Ok(segment.stat()?),
-            _ => Err(Error::Unsupported {
-                location: self.location.clone(),
-                what: "IPC_STAT exists only for System V segments".into(),
-            }),
-        }
+        self.segment.stat()
     }
 
     /// Removes the segment (`IPC_RMID`, or `shm_unlink` for POSIX). Mappings,
     /// including this one, stay usable until dropped.
     pub fn remove(&self) -> Result<()> {
-        remove_backend(&self.backend)
+        self.segment.remove()
     }
 }
 
@@ -567,8 +489,8 @@ impl<T> fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared")
             .field("type", &std::any::type_name::<T>())
-            .field("location", &self.location)
-            .field("region", &self.region)
+            .field("location", self.segment.location())
+            .field("region", self.segment.region())
             .finish()
     }
 }

@@ -5,7 +5,8 @@
 use std::io::BufRead;
 
 use shm_sys::Key;
-use shm_typed::{Header, Shared};
+use shm_typed::format::Header;
+use shm_typed::Shared;
 
 use crate::common::{say, wait_for_go};
 

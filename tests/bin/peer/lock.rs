@@ -3,7 +3,8 @@
 
 use std::io::BufRead;
 
-use shm_typed::{Location, Shared, ShmMutex, Store, LOCK_OFFSET, PAYLOAD_OFFSET};
+use shm_typed::format::{LOCK_OFFSET, PAYLOAD_OFFSET};
+use shm_typed::{Location, Shared, ShmMutex, Store};
 
 use crate::common::{parse, say, wait_for_go};
 

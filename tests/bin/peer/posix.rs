@@ -2,7 +2,8 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use shm_sys::posix::{MemfdSegment, PosixSegment};
+use shm_sys::memfd::MemfdSegment;
+use shm_sys::posix::PosixSegment;
 
 use crate::common::{error_kind, parse, pattern_bytes, say};
 

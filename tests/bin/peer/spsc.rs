@@ -116,9 +116,9 @@ pub fn hostile_produce(args: &[String]) -> Result<(), String> {
     let claim = || loop {
         match ring.producer() {
             Ok(producer) => return Ok(Some(producer)),
-            Err(shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. })
+            Err(shm_typed::Error::Corrupted { .. } | shm_typed::Error::SideClaimed { .. })
                 if std::time::Instant::now() < deadline => {}
-            Err(shm_typed::Error::Corrupted { .. } | shm_typed::Error::Unsupported { .. }) => {
+            Err(shm_typed::Error::Corrupted { .. } | shm_typed::Error::SideClaimed { .. }) => {
                 return Ok(None)
             }
             Err(other) => return Err(other.to_string()),

@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::spsc::{PushError, SpscRing};
-use crate::{describe, store_entries, Error, MpmcRing, Region, Store, PAYLOAD_OFFSET};
+use crate::format::PAYLOAD_OFFSET;
+use crate::ring::spsc::{PushError, SpscRing};
+use crate::{describe, store_entries, Error, Location, MpmcRing, Region, Store};
 
 /// Header fields (offsets from the segment start; see the crate docs).
 const SEGMENT_LEN: usize = 24;
 const PAYLOAD_SIZE: usize = 40;
 const CAPACITY: usize = 56;
-const LOCK_WORD: usize = crate::LOCK_OFFSET;
+const LOCK_WORD: usize = crate::format::LOCK_OFFSET;
 /// Store words and directory.
 const COUNT: usize = PAYLOAD_OFFSET;
 const ARENA_NEXT: usize = PAYLOAD_OFFSET + 8;
@@ -186,7 +187,7 @@ proptest! {
         region_len in prop_oneof![3 => Just(None), 1 => (1usize..10_000).prop_map(Some)],
     ) {
         let spsc = SpscRing::<u64>::create_in(Region::heap(8192), 8).unwrap();
-        let spinning = SpscRing::<u64, false>::create_in_region(Region::heap(8192), 8).unwrap();
+        let spinning = SpscRing::<u64, false>::create_in_at(Region::heap(8192), Location::Heap, 8).unwrap();
         let mpmc = MpmcRing::<u64>::create_in(Region::heap(8192), 8).unwrap();
         for (index, source) in [spsc.region(), spinning.region(), mpmc.region()]
             .into_iter()
@@ -199,13 +200,13 @@ proptest! {
             }
             let timeout = Duration::from_millis(2);
             match index {
-                0 => if let Ok(ring) = SpscRing::<u64>::open_in_region(region, 8, timeout) {
+                0 => if let Ok(ring) = SpscRing::<u64>::open_in_at(region, Location::Heap, 8, timeout) {
                     exercise_spsc(&ring, &[(0, 1), (6, 0), (3, 0)])?;
                 },
-                1 => if let Ok(ring) = SpscRing::<u64, false>::open_in_region(region, 8, timeout) {
+                1 => if let Ok(ring) = SpscRing::<u64, false>::open_in_at(region, Location::Heap, 8, timeout) {
                     exercise_spsc(&ring, &[(0, 1), (6, 0), (3, 0)])?;
                 },
-                _ => if let Ok(ring) = MpmcRing::<u64>::open_in_waiting(region, 8, timeout) {
+                _ => if let Ok(ring) = MpmcRing::<u64>::open_in_at(region, Location::Heap, 8, timeout) {
                     prop_assert!(ring.push(5).is_ok());
                     prop_assert_eq!(ring.pop().ok(), Some(Some(5)));
                 },
@@ -227,7 +228,7 @@ proptest! {
         put(ring.region(), FIRST_INDEX, Some(tail));
         exercise_spsc(&ring, &ops)?;
         blocking_near_top(&ring)?;
-        let ring = SpscRing::<u64, false>::create_in_region(Region::heap(8192), 8).unwrap();
+        let ring = SpscRing::<u64, false>::create_in_at(Region::heap(8192), Location::Heap, 8).unwrap();
         put(ring.region(), SECOND_INDEX, Some(head));
         put(ring.region(), FIRST_INDEX, Some(tail));
         exercise_spsc(&ring, &ops)?;
@@ -565,7 +566,7 @@ fn crafted_spsc_head_and_tail_at_u64_max_minus_2_are_corrupted_not_an_overflow()
         assert!(matches!(ring.len(), Err(Error::Corrupted { .. })));
     }
     check(&SpscRing::<u64>::create_in(Region::heap(8192), 8).unwrap());
-    check(&SpscRing::<u64, false>::create_in_region(Region::heap(8192), 8).unwrap());
+    check(&SpscRing::<u64, false>::create_in_at(Region::heap(8192), Location::Heap, 8).unwrap());
 }
 
 #[test]

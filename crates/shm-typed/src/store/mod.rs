@@ -2,21 +2,26 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytemuck::Pod;
-use shm_sys::sysv::Access;
-use shm_sys::Mode;
 
-use crate::backend::{create_segment, open_backend, remove_backend, Backend};
-use crate::error::{Error, Location, Result};
-use crate::header::{self, Header, Kind, Spec, Wait, PAYLOAD_OFFSET, STATE_READY};
+use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::lock::LockFailure;
-use crate::mpmc::MpmcRing;
-use crate::region::{Region, REGION_ALIGN};
+use crate::ring::mpmc::MpmcRing;
+use crate::ring::spsc::SpscRing;
+use crate::segment::format::{Header, Kind, State, PAYLOAD_OFFSET};
+
+use crate::segment::region::{Region, REGION_ALIGN};
+use crate::segment::Segment;
 use crate::shared::{Shared, SharedOptions};
-use crate::spsc::SpscRing;
+
+mod directory;
+mod options;
+
+pub use options::StoreOptions;
+
+use directory::{check_name, Layout, Record};
 
 /// Published number of directory entries (Release after an entry is complete).
 const COUNT: usize = PAYLOAD_OFFSET;
@@ -30,82 +35,6 @@ const RECORD: usize = 128;
 pub const MAX_NAME: usize = 48;
 /// The type name the store's own header records.
 const STORE_TYPE: &str = "shm-typed store v1";
-
-/// A directory record, as the bytes in the segment lay it out.
-///
-/// | offset | size | field |
-/// |---:|---:|---|
-/// | 0 | 48 | name (UTF-8) |
-/// | 48 | 1 | name length |
-/// | 49 | 1 | kind code (1 object, 2 spsc ring, 3 mpmc ring) |
-/// | 56 | 8 | offset of the entry's segment from the store's start |
-/// | 64 | 8 | length of the entry's segment |
-#[derive(Debug, Clone)]
-struct Record {
-    name: String,
-    kind: Kind,
-    offset: usize,
-    len: usize,
-}
-
-impl Record {
-    /// Decodes record `index` as copied out of the directory, checking every
-    /// field: a UTF-8 name of at most [`MAX_NAME`] bytes, an entry kind, and a
-    /// page-aligned, non-empty range inside the arena (from `arena_start` to
-    /// `store_len`). The error says what is wrong.
-    fn decode(
-        bytes: &[u8; RECORD],
-        index: u64,
-        arena_start: usize,
-        store_len: usize,
-    ) -> Result<Record, String> {
-        let name_len = usize::from(bytes[48]).min(MAX_NAME);
-        let name = std::str::from_utf8(&bytes[..name_len])
-            .map_err(|_| format!("entry {index} has a name that is not UTF-8"))?
-            .to_owned();
-        let kind = Kind::from_code(u32::from(bytes[49]))
-            .filter(|kind| *kind != Kind::Store)
-            .ok_or_else(|| format!("entry {name:?} has kind code {}", bytes[49]))?;
-        let word = |at: usize| {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_ne_bytes(word)
-        };
-        let (offset, len) = (word(56), word(64));
-        let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
-        match range {
-            Some((start, size))
-                if start >= arena_start
-                    && start % REGION_ALIGN == 0
-                    && size > 0
-                    && start.checked_add(size).is_some_and(|end| end <= store_len) =>
-            {
-                Ok(Record {
-                    name,
-                    kind,
-                    offset: start,
-                    len: size,
-                })
-            }
-            _ => Err(format!(
-                "entry {name:?} claims bytes {offset}..+{len} of a {store_len}-byte store"
-            )),
-        }
-    }
-
-    /// The bytes of the record (the name is a checked one: at most
-    /// [`MAX_NAME`] bytes).
-    fn encode(&self) -> [u8; RECORD] {
-        let mut bytes = [0u8; RECORD];
-        let name = &self.name.as_bytes()[..self.name.len().min(MAX_NAME)];
-        bytes[..name.len()].copy_from_slice(name);
-        bytes[48] = name.len() as u8;
-        bytes[49] = self.kind as u8;
-        bytes[56..64].copy_from_slice(&(self.offset as u64).to_ne_bytes());
-        bytes[64..72].copy_from_slice(&(self.len as u64).to_ne_bytes());
-        bytes
-    }
-}
 
 /// What [`Store::entries`] reports for each entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,307 +86,9 @@ pub struct EntryInfo {
 /// # Ok::<(), shm_typed::Error>(())
 /// ```
 pub struct Store {
-    region: Arc<Region>,
-    backend: Backend,
-    location: Location,
+    segment: Segment,
     layout: Layout,
     options: StoreOptions,
-}
-
-/// How to create or open a [`Store`]: permissions, and how long the store and
-/// the objects it hands out wait. Every wait has a documented default; none is
-/// hidden.
-///
-/// ```
-/// use std::time::Duration;
-/// use shm_typed::{Location, Store};
-///
-/// let store = Store::options()
-///     .lock_timeout(Some(Duration::from_millis(500)))   // the directory's lock
-///     .entry_lock_timeout(Some(Duration::from_secs(2))) // each object's lock
-///     .create(Location::Private, 16, 1 << 16)?;
-/// store.remove()?;
-/// let counter = store.object::<u64>("counter", 0)?;
-/// counter.update(|n| *n += 1)?; // waits at most 2 s for a live holder
-/// # Ok::<(), shm_typed::Error>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    mode: Mode,
-    init_timeout: Duration,
-    lock_timeout: Option<Duration>,
-    entry_lock_timeout: Option<Duration>,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            mode: Mode::OWNER_RW,
-            init_timeout: Duration::from_secs(1),
-            lock_timeout: Some(StoreOptions::DEFAULT_LOCK_TIMEOUT),
-            entry_lock_timeout: None,
-        }
-    }
-}
-
-impl StoreOptions {
-    /// The default of [`lock_timeout`](StoreOptions::lock_timeout): 10 s. The
-    /// store's lock is held only while an entry is carved out and initialised,
-    /// microseconds; a live holder that keeps it for seconds is stuck.
-    pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-
-    /// Permission bits of a new store's segment. Default `0o600`.
-    pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// How long an opener waits for a creator that is still initialising: the
-    /// store's own, and each entry's when the store opens it. Default 1 s.
-    pub fn init_timeout(mut self, timeout: Duration) -> Self {
-        self.init_timeout = timeout;
-        self
-    }
-
-    /// How long creating an entry waits for the store's lock, which a live
-    /// task holds (a dead holder is detected and taken over at once). `None`:
-    /// no limit. Default [`Self::DEFAULT_LOCK_TIMEOUT`] (10 s); running out is
-    /// [`Error::Entry`] naming the store and the entry, around
-    /// [`Error::LockTimeout`] naming the store and the holder's thread id.
-    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
-    /// The lock timeout of the objects [`Store::object`] and
-    /// [`Store::get_object`] hand out: how long their `lock`, `load`, `store`
-    /// and `update` wait for a live holder ([`Error::LockTimeout`] with the
-    /// holder's thread id). Default `None`, no limit, as for a
-    /// [`Shared`] made with default [`SharedOptions`]. Rings take no lock.
-    pub fn entry_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.entry_lock_timeout = timeout;
-        self
-    }
-
-    /// Creates a store with room for `entries` directory records and
-    /// `arena_bytes` of entry space (each entry takes its size rounded up to a
-    /// 4 KiB page).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Unsupported`] if the directory and arena do not fit an address
-    /// space; OS errors as [`Error::Sys`].
-    pub fn create(
-        &self,
-        location: impl Into<Location>,
-        entries: u64,
-        arena_bytes: usize,
-    ) -> Result<Store> {
-        let location = location.into();
-        let too_large = || Error::Unsupported {
-            location: location.clone(),
-            what: format!("{entries} entries and {arena_bytes} arena bytes do not fit"),
-        };
-        let start = arena_start(entries).ok_or_else(too_large)?;
-        let len = arena_bytes
-            .checked_next_multiple_of(REGION_ALIGN)
-            .and_then(|arena| arena.checked_add(start))
-            .ok_or_else(too_large)?;
-        let layout = Layout {
-            entries,
-            segment_len: len,
-            arena_start: start,
-        };
-        let (region, backend, location) =
-            create_segment(&location, &layout.spec(), self.mode, |region| {
-                region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
-            })?;
-        Ok(Store::from_parts(
-            region,
-            backend,
-            location,
-            layout,
-            self.clone(),
-        ))
-    }
-
-    /// Opens the store at `location`; its size and directory capacity come
-    /// from its header, which is validated like any other (kind first, so
-    /// another kind of segment is [`Error::WrongKind`]).
-    ///
-    /// # Errors
-    ///
-    /// As for opening any segment ([`Error::BadMagic`], [`Error::WrongKind`],
-    /// [`Error::LengthMismatch`], [`Error::InitTimeout`], ...);
-    /// [`Error::Corrupted`] for a capacity and length that cannot go together.
-    pub fn open(&self, location: impl Into<Location>) -> Result<Store> {
-        let location = location.into();
-        let (region, backend, os_creator) = open_backend(
-            &location,
-            Access::ReadWrite,
-            PAYLOAD_OFFSET,
-            self.init_timeout,
-        )?;
-        let layout = self.open_layout(&region, &location, os_creator)?;
-        Ok(Store::from_parts(
-            region,
-            backend,
-            location,
-            layout,
-            self.clone(),
-        ))
-    }
-
-    /// Makes a store in a blank region (tests, single process), with room for
-    /// `entries` directory records; the rest of the region is the arena.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TooSmall`] if the directory does not fit the region.
-    pub fn create_in(&self, region: Region, entries: u64) -> Result<Store> {
-        let start = arena_start(entries)
-            .filter(|&start| start < region.len())
-            .ok_or_else(|| Error::TooSmall {
-                location: Location::Heap,
-                needed: arena_start(entries).unwrap_or(usize::MAX),
-                found: region.len(),
-            })?;
-        let layout = Layout {
-            entries,
-            segment_len: region.len(),
-            arena_start: start,
-        };
-        header::initialize(&region, &Location::Heap, &layout.spec(), |region| {
-            region.write_bytes(ARENA_NEXT, &(start as u64).to_ne_bytes());
-        })?;
-        Ok(Store::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            layout,
-            self.clone(),
-        ))
-    }
-
-    /// Opens the store a region holds (validating its header as
-    /// [`open`](StoreOptions::open) does).
-    pub fn open_in(&self, region: Region) -> Result<Store> {
-        let layout = self.open_layout(&region, &Location::Heap, None)?;
-        Ok(Store::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            layout,
-            self.clone(),
-        ))
-    }
-
-    /// Waits for the creator, then checks the header: identity, then the
-    /// layout it implies, then everything else against that layout.
-    fn open_layout(
-        &self,
-        region: &Region,
-        location: &Location,
-        os_creator: Option<u32>,
-    ) -> Result<Layout> {
-        let wait = Wait {
-            timeout: self.init_timeout,
-            os_creator,
-        };
-        let mut layout = None;
-        header::open_derived(region, location, Kind::Store, wait, |header| {
-            let found = Layout::of(header, location)?;
-            layout = Some(found);
-            Ok(found.spec())
-        })?;
-        layout.ok_or_else(|| Error::Corrupted {
-            location: location.clone(),
-            what: "no layout".into(),
-        })
-    }
-}
-
-/// Where a store's parts lie: derived from the header once, checked, and
-/// then trusted (the header is copied out; peers cannot change this copy).
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    /// Directory capacity in records.
-    entries: u64,
-    /// Segment length the header records (at most the OS's, checked on open).
-    segment_len: usize,
-    /// First arena byte: the directory's end rounded up to a page, at most
-    /// `segment_len`.
-    arena_start: usize,
-}
-
-/// The directory's end rounded up to a page, if that is an address at all.
-fn arena_start(entries: u64) -> Option<usize> {
-    usize::try_from(entries)
-        .ok()?
-        .checked_mul(RECORD)?
-        .checked_add(DIRECTORY)?
-        .checked_next_multiple_of(REGION_ALIGN)
-}
-
-impl Layout {
-    /// The layout a header describes: [`Error::Corrupted`] unless the
-    /// directory of `capacity` records ends inside `segment_len`.
-    fn of(header: &Header, location: &Location) -> Result<Layout> {
-        let entries = header.layout.capacity;
-        let segment_len = usize::try_from(header.segment_len).ok();
-        match (arena_start(entries), segment_len) {
-            (Some(arena_start), Some(segment_len)) if arena_start <= segment_len => Ok(Layout {
-                entries,
-                segment_len,
-                arena_start,
-            }),
-            _ => Err(Error::Corrupted {
-                location: location.clone(),
-                what: format!(
-                    "a store of {entries} entries cannot fit {} bytes",
-                    header.segment_len
-                ),
-            }),
-        }
-    }
-
-    /// What the store's header records: its type, directory capacity and
-    /// length (`segment_len` >= `arena_start` >= a page > the payload offset).
-    fn spec(&self) -> Spec {
-        Spec {
-            kind: Kind::Store,
-            payload_offset: PAYLOAD_OFFSET as u64,
-            payload_size: self.segment_len.saturating_sub(PAYLOAD_OFFSET) as u64,
-            payload_align: 8,
-            element_size: RECORD as u32,
-            capacity: self.entries,
-            type_name: STORE_TYPE.to_owned(),
-        }
-    }
-}
-
-/// Checks a name: 1 to 48 bytes of letters, digits and `-_./:`.
-fn check_name(location: &Location, name: &str) -> Result<()> {
-    let why = if name.is_empty() {
-        Some("it is empty".to_owned())
-    } else if name.len() > MAX_NAME {
-        Some(format!(
-            "it is {} bytes long, the limit is {MAX_NAME}",
-            name.len()
-        ))
-    } else {
-        name.chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "-_./:".contains(*c)))
-            .map(|c| format!("{c:?} is not allowed (letters, digits and -_./: are)"))
-    };
-    match why {
-        Some(why) => Err(Error::InvalidName {
-            location: location.clone(),
-            name: name.to_owned(),
-            why,
-        }),
-        None => Ok(()),
-    }
 }
 
 impl Store {
@@ -497,28 +128,13 @@ impl Store {
         Store::options().open_in(region)
     }
 
-    fn from_parts(
-        region: Region,
-        backend: Backend,
-        location: Location,
-        layout: Layout,
-        options: StoreOptions,
-    ) -> Store {
-        Store {
-            region: Arc::new(region),
-            backend,
-            location,
-            layout,
-            options,
-        }
-    }
-
     /// A store control word. Only called for [`COUNT`] and [`ARENA_NEXT`],
     /// which lie below the arena start, itself at most the region's length
     /// (checked when the layout was made).
     fn word(&self, offset: usize) -> Result<&AtomicU64> {
         let pointer = self
-            .region
+            .segment
+            .region()
             .pointer(offset, 8, 8)
             .ok_or_else(|| self.corrupted(format!("no control word at {offset}")))?;
         // SAFETY: in bounds and 8-aligned (checked); accessed only atomically.
@@ -527,12 +143,12 @@ impl Store {
 
     /// Where the store is ([`Location::Id`] for one created as private).
     pub fn location(&self) -> &Location {
-        &self.location
+        self.segment.location()
     }
 
     /// The region holding the store.
     pub fn region(&self) -> &Region {
-        &self.region
+        self.segment.region()
     }
 
     /// The options the store was made or opened with.
@@ -542,14 +158,11 @@ impl Store {
 
     /// Removes the store's segment (`IPC_RMID` or `shm_unlink`).
     pub fn remove(&self) -> Result<()> {
-        remove_backend(&self.backend)
+        self.segment.remove()
     }
 
     fn corrupted(&self, what: String) -> Error {
-        Error::Corrupted {
-            location: self.location.clone(),
-            what,
-        }
+        self.segment.corrupted(what)
     }
 
     /// The published records, each read once and validated.
@@ -571,23 +184,28 @@ impl Store {
             .ok()
             .and_then(|index| index.checked_mul(RECORD))
             .and_then(|offset| offset.checked_add(DIRECTORY))
-            .filter(|&at| self.region.try_read_bytes(at, &mut bytes));
+            .filter(|&at| self.segment.region().try_read_bytes(at, &mut bytes));
         if at.is_none() {
             return Err(self.corrupted(format!("directory record {index} is out of bounds")));
         }
-        Record::decode(&bytes, index, self.layout.arena_start, self.region.len())
-            .map_err(|what| self.corrupted(what))
+        Record::decode(
+            &bytes,
+            index,
+            self.layout.arena_start,
+            self.segment.region().len(),
+        )
+        .map_err(|what| self.corrupted(what))
     }
 
     /// The entry's own segment, as a region.
     fn part(&self, record: &Record) -> Result<Region> {
-        Region::part(&self.region, record.offset, record.len)
+        Region::part(self.segment.shared_region(), record.offset, record.len)
             .ok_or_else(|| self.corrupted(format!("entry {:?} is out of bounds", record.name)))
     }
 
     fn entry_error(&self, name: &str, source: Error) -> Error {
         Error::Entry {
-            location: self.location.clone(),
+            location: self.segment.location().clone(),
             name: name.to_owned(),
             source: Box::new(source),
         }
@@ -596,7 +214,7 @@ impl Store {
     /// Why the store's lock was not taken, for creating entry `name`.
     #[cold]
     fn lock_error(&self, name: &str, failure: LockFailure) -> Error {
-        let location = self.location.clone();
+        let location = self.segment.location().clone();
         let source = match failure {
             LockFailure::Timeout { holder } => Error::LockTimeout {
                 location,
@@ -629,11 +247,11 @@ impl Store {
         make: impl FnOnce(Region) -> Result<R>,
         open: impl Fn(Region) -> Result<R>,
     ) -> Result<R> {
-        check_name(&self.location, name)?;
+        check_name(self.segment.location(), name)?;
         if let Some(record) = self.records()?.into_iter().find(|r| r.name == name) {
             return open(self.part(&record)?).map_err(|error| self.entry_error(name, error));
         }
-        let mutex = header::lock_of(&self.region);
+        let mutex = self.segment.lock();
         let acquired = mutex
             .acquire(self.options.lock_timeout)
             .map_err(|failure| self.lock_error(name, failure))?;
@@ -664,7 +282,7 @@ impl Store {
         let index = records.len();
         if index as u64 >= self.layout.entries {
             return Err(Error::StoreFull {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
                 what: format!("the directory holds {} entries", self.layout.entries),
             });
@@ -683,15 +301,18 @@ impl Store {
         let size = len.checked_next_multiple_of(REGION_ALIGN);
         let end = size
             .and_then(|size| next.checked_add(size))
-            .filter(|&end| end <= self.region.len());
+            .filter(|&end| end <= self.segment.region().len());
         let (Some(size), Some(end)) = (size, end) else {
             return Err(Error::StoreFull {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
                 what: format!(
                     "{len} more bytes do not fit the arena ({} of {} bytes used)",
                     next.saturating_sub(self.layout.arena_start),
-                    self.region.len().saturating_sub(self.layout.arena_start)
+                    self.segment
+                        .region()
+                        .len()
+                        .saturating_sub(self.layout.arena_start)
                 ),
             });
         };
@@ -703,7 +324,8 @@ impl Store {
         };
         let made = make(self.part(&record)?).map_err(|error| self.entry_error(name, error))?;
         // index < entries: the record lies inside the directory.
-        self.region
+        self.segment
+            .region()
             .write_bytes(DIRECTORY + index * RECORD, &record.encode());
         next_word.store(end as u64, Ordering::Release);
         // Publish last: readers that see the count see the record and the
@@ -715,7 +337,7 @@ impl Store {
     /// What the handles of entry `name` call themselves in errors.
     fn entry_location(&self, name: &str) -> Location {
         Location::Entry {
-            store: Box::new(self.location.clone()),
+            store: Box::new(self.segment.location().clone()),
             name: name.to_owned(),
         }
     }
@@ -755,40 +377,40 @@ impl Store {
     /// The single-producer single-consumer ring called `name`, created with
     /// `capacity` slots if there is none.
     pub fn spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
-        let len = SpscRing::<T>::segment_len(&self.location, capacity)?;
+        let len = SpscRing::<T>::segment_len(self.segment.location(), capacity)?;
         let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::SpscRing,
             len,
-            |region| SpscRing::create_in(region, capacity),
-            |region| SpscRing::open_in_region(region, capacity, timeout),
+            |region| SpscRing::create_in_at(region, self.entry_location(name), capacity),
+            |region| SpscRing::open_in_at(region, self.entry_location(name), capacity, timeout),
         )
     }
 
     /// The multi-producer multi-consumer ring called `name`, created with
     /// `capacity` slots if there is none.
     pub fn mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
-        let len = MpmcRing::<T>::segment_len(&self.location, capacity)?;
+        let len = MpmcRing::<T>::segment_len(self.segment.location(), capacity)?;
         let timeout = self.options.init_timeout;
         self.entry(
             name,
             Kind::MpmcRing,
             len,
-            |region| MpmcRing::create_in(region, capacity),
-            |region| MpmcRing::open_in_waiting(region, capacity, timeout),
+            |region| MpmcRing::create_in_at(region, self.entry_location(name), capacity),
+            |region| MpmcRing::open_in_at(region, self.entry_location(name), capacity, timeout),
         )
     }
 
     /// The existing entry `name`, opened with `open` (never creates).
     fn lookup<R>(&self, name: &str, open: impl FnOnce(Region) -> Result<R>) -> Result<R> {
-        check_name(&self.location, name)?;
+        check_name(self.segment.location(), name)?;
         let record = self
             .records()?
             .into_iter()
             .find(|r| r.name == name)
             .ok_or_else(|| Error::EntryNotFound {
-                location: self.location.clone(),
+                location: self.segment.location().clone(),
                 name: name.to_owned(),
             })?;
         open(self.part(&record)?).map_err(|error| self.entry_error(name, error))
@@ -810,7 +432,7 @@ impl Store {
     pub fn get_spsc<T: Pod>(&self, name: &str, capacity: u64) -> Result<SpscRing<T>> {
         let timeout = self.options.init_timeout;
         self.lookup(name, |region| {
-            SpscRing::open_in_region(region, capacity, timeout)
+            SpscRing::open_in_at(region, self.entry_location(name), capacity, timeout)
         })
     }
 
@@ -818,7 +440,7 @@ impl Store {
     pub fn get_mpmc<T: Pod>(&self, name: &str, capacity: u64) -> Result<MpmcRing<T>> {
         let timeout = self.options.init_timeout;
         self.lookup(name, |region| {
-            MpmcRing::open_in_waiting(region, capacity, timeout)
+            MpmcRing::open_in_at(region, self.entry_location(name), capacity, timeout)
         })
     }
 
@@ -830,7 +452,7 @@ impl Store {
             .map(|record| {
                 let region = self.part(&record)?;
                 let header = Header::read_from(&region)
-                    .filter(|h| h.state == STATE_READY)
+                    .filter(|h| h.state() == Some(State::Ready))
                     .ok_or_else(|| {
                         self.corrupted(format!("entry {:?} has no header", record.name))
                     })?;
@@ -859,30 +481,19 @@ impl Store {
 /// impossible directory.
 pub fn store_entries(region: Region) -> Result<Vec<EntryInfo>> {
     let location = Location::Heap;
-    let header = Header::read_from(&region)
-        .filter(|header| header.magic == header::MAGIC)
-        .ok_or_else(|| Error::WrongKind {
-            location: location.clone(),
-            expected: Kind::Store.name().into(),
-            found: "something else".into(),
-        })?;
-    header::check_identity(&header, &location, Kind::Store)?;
-    let layout = Layout::of(&header, &location)?;
-    header::validate(&header, region.len(), &location, &layout.spec())?;
-    Store::from_parts(
+    let (segment, layout) = Segment::view_derived(
         region,
-        Backend::Heap,
-        location,
-        layout,
-        StoreOptions::default(),
-    )
-    .entries()
+        location.clone(),
+        Kind::Store,
+        Layout::derive(&location),
+    )?;
+    StoreOptions::default().store(segment, layout).entries()
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("location", &self.location)
+            .field("location", self.segment.location())
             .field("entries", &self.layout.entries)
             .finish()
     }
@@ -893,6 +504,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use std::time::Duration;
 
     /// This thread's id, as the lock records it.
     fn tid() -> u32 {
@@ -937,7 +549,7 @@ mod tests {
         while_held(
             &store,
             |store| {
-                let mutex = header::lock_of(&store.region);
+                let mutex = store.segment.lock();
                 assert!(!mutex.acquire(None).unwrap().owner_died);
                 Box::new(move || mutex.release())
             },

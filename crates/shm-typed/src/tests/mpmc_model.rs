@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use crate::mpmc::MpmcRing;
-use crate::spsc::PushError;
+use crate::ring::mpmc::MpmcRing;
+use crate::ring::spsc::PushError;
 use crate::Region;
 
 fn ring_in_heap(capacity: u64) -> MpmcRing<u64> {
-    let bytes = crate::PAYLOAD_OFFSET + 384 + capacity as usize * 32;
+    let bytes = crate::format::PAYLOAD_OFFSET + 384 + capacity as usize * 32;
     MpmcRing::create_in(Region::heap(bytes), capacity).unwrap()
 }
 
@@ -37,7 +37,7 @@ fn fills_then_hands_back_then_drains_in_order() {
 #[test]
 fn capacity_is_a_power_of_two_of_at_least_two() {
     for capacity in [0, 1, 3, 12] {
-        let bytes = crate::PAYLOAD_OFFSET + 384 + 16 * 32;
+        let bytes = crate::format::PAYLOAD_OFFSET + 384 + 16 * 32;
         assert!(MpmcRing::<u64>::create_in(Region::heap(bytes), capacity).is_err());
     }
 }

@@ -3,12 +3,18 @@
 
 use std::time::Duration;
 
-use crate::header::{STATE_INITIALIZING, STATE_READY};
-use crate::{Error, Header, Region, Shared, SharedOptions, PAYLOAD_OFFSET};
+use crate::format::{Header, State, PAYLOAD_OFFSET};
+use crate::{Error, Region, Shared, SharedOptions};
 
 /// Crafted segments: property tests with values near the integer limits.
 #[cfg(not(miri))]
 mod crafted;
+#[cfg(loom)]
+mod loom;
+#[cfg(loom)]
+mod loom_lock;
+mod mpmc_model;
+mod spsc_model;
 
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
@@ -37,7 +43,7 @@ fn fresh() -> Region {
 fn create_then_open_round_trips_value_and_header() {
     let region = fresh();
     let header = Header::read_from(&region).unwrap();
-    assert_eq!(header.state, STATE_READY);
+    assert_eq!(header.state(), Some(State::Ready));
     assert_eq!(header.type_description().name, "Sample");
     assert_eq!(header.layout.element_size, 32);
     let shared = options().open_in(region).unwrap();
@@ -121,7 +127,7 @@ fn unknown_state_is_corrupted_and_initializing_waits() {
     assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
 
     let region = fresh();
-    region.write_bytes(16, &STATE_INITIALIZING.to_ne_bytes());
+    region.write_bytes(16, &State::Initializing.code().to_ne_bytes());
     let err = options().open_in(region).unwrap_err();
     // Miri calls every task alive; the real liveness check finds this process.
     assert!(matches!(err, Error::InitTimeout { .. }), "{err:?}");
@@ -131,7 +137,7 @@ fn unknown_state_is_corrupted_and_initializing_waits() {
 fn guard_dropped_after_owner_died_poisons_until_reset() {
     let region = fresh();
     // A holder that will never come back: tid 0 is never a live task.
-    region.write_bytes(crate::LOCK_OFFSET, &(1u32 << 31).to_ne_bytes());
+    region.write_bytes(crate::format::LOCK_OFFSET, &(1u32 << 31).to_ne_bytes());
     let shared = options().open_in(region).unwrap();
     let guard = shared.lock().unwrap();
     assert!(guard.owner_died());
@@ -166,7 +172,7 @@ fn threads_sharing_one_value_count_exactly() {
 #[cfg(not(miri))]
 mod fuzz {
     use super::*;
-    use crate::HEADER_SIZE;
+    use crate::format::HEADER_SIZE;
     use proptest::prelude::*;
 
     /// (offset, length) of every header field, lock and payload included.

@@ -1,188 +1,22 @@
-//! The segment header (format version 2) and the init protocol.
-//!
-//! See the crate documentation for the byte-by-byte layout.
+//! The init protocol over the header: a creator claims, writes and publishes
+//! it; an opener waits for `ready`, copies it out and validates it against
+//! what it expects (a [`Spec`]). The bytes themselves are [`format`](crate::format)'s.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::IntoBytes;
 
-use crate::error::{Error, Location, Result, TypeDescription};
+use crate::error::{Error, Result, TypeDescription};
+use crate::location::Location;
 use crate::lock::ShmMutex;
-use crate::region::Region;
+use crate::segment::format::{
+    CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK, CREATOR_PID_OFFSET,
+    FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
+    TYPE_NAME_CAPACITY,
+};
+use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
-
-/// The first 8 bytes of every segment we write.
-pub const MAGIC: [u8; 8] = *b"SHMTYPED";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// Written in native byte order; read back differently on a machine of the other order.
-pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
-/// Bytes of the header proper.
-pub const HEADER_SIZE: usize = 256;
-/// Where the segment's [`ShmMutex`] lives.
-pub const LOCK_OFFSET: usize = 256;
-/// Where a single value's payload starts (128-byte aligned).
-pub const PAYLOAD_OFFSET: usize = LOCK_OFFSET + std::mem::size_of::<ShmMutex>();
-/// Longest type name stored in the header (longer names are cut; the hash covers all).
-pub const TYPE_NAME_CAPACITY: usize = 64;
-
-/// `state`: all-zero bytes, nobody has claimed the segment yet.
-pub const STATE_UNINITIALIZED: u32 = 0;
-/// `state`: a creator is writing the header.
-pub const STATE_INITIALIZING: u32 = 1;
-/// `state`: header and payload are written (stored with Release).
-pub const STATE_READY: u32 = 2;
-/// `state`: the creator gave up; the segment is unusable.
-pub const STATE_FAILED: u32 = 3;
-
-const STATE_OFFSET: usize = 16;
-const CREATOR_PID_OFFSET: usize = 144;
-
-/// What a segment holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Kind {
-    /// One `Pod` value under a lock.
-    Object = 1,
-    /// A single-producer single-consumer ring.
-    SpscRing = 2,
-    /// A multi-producer multi-consumer ring.
-    MpmcRing = 3,
-    /// A store of named entries.
-    Store = 4,
-    /// A single-producer single-consumer ring whose sides never sleep.
-    SpinningSpscRing = 5,
-}
-
-impl Kind {
-    /// The kind with this header code.
-    pub fn from_code(code: u32) -> Option<Kind> {
-        Some(match code {
-            1 => Kind::Object,
-            2 => Kind::SpscRing,
-            3 => Kind::MpmcRing,
-            4 => Kind::Store,
-            5 => Kind::SpinningSpscRing,
-            _ => return None,
-        })
-    }
-
-    /// A lower-case name for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Object => "object",
-            Kind::SpscRing => "spsc ring",
-            Kind::MpmcRing => "mpmc ring",
-            Kind::Store => "store",
-            Kind::SpinningSpscRing => "spinning spsc ring",
-        }
-    }
-}
-
-/// Payload size, alignment and type identity (bytes 32..144).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
-pub struct LayoutDescriptor {
-    /// Offset of the payload from the segment start.
-    pub payload_offset: u64,
-    /// Payload bytes.
-    pub payload_size: u64,
-    /// Payload alignment.
-    pub payload_align: u32,
-    /// Size of one element (the value itself for objects).
-    pub element_size: u32,
-    /// Ring capacity in elements; 0 for objects.
-    pub capacity: u64,
-    /// FNV-1a 64 of the full type name.
-    pub type_name_hash: u64,
-    /// `size_of::<usize>()` of the creator.
-    pub pointer_width: u8,
-    /// Bytes used in `type_name`.
-    pub type_name_len: u8,
-    /// Zero.
-    pub reserved: [u8; 6],
-    /// The type name, UTF-8, cut to 64 bytes.
-    pub type_name: [u8; TYPE_NAME_CAPACITY],
-}
-
-/// Who made the segment (bytes 144..168).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
-pub struct CreatorRecord {
-    /// Process id (claimed atomically before anything else is written).
-    pub pid: u32,
-    /// Effective user id.
-    pub uid: u32,
-    /// Process start time, clock ticks since boot (`/proc/<pid>/stat` field 22).
-    pub start_time: u64,
-    /// Inode of `/proc/<pid>/ns/pid`.
-    pub pid_namespace: u64,
-}
-
-/// The segment header, format version 2: the first 256 bytes of every segment.
-/// All-zero bytes are the valid "uninitialised" header.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
-pub struct Header {
-    /// [`MAGIC`].
-    pub magic: [u8; 8],
-    /// [`FORMAT_VERSION`].
-    pub format_version: u32,
-    /// A [`Kind`] code.
-    pub kind: u32,
-    /// Init state (`STATE_*`); an atomic in the segment, a snapshot here.
-    pub state: u32,
-    /// [`BYTE_ORDER_MARK`].
-    pub byte_order: u32,
-    /// Segment length the creator asked for.
-    pub segment_len: u64,
-    /// What the payload is.
-    pub layout: LayoutDescriptor,
-    /// Who made the segment.
-    pub creator: CreatorRecord,
-    /// Zero; room for later versions.
-    pub reserved: [u8; 88],
-}
-
-const _: () = assert!(std::mem::size_of::<LayoutDescriptor>() == 112);
-const _: () = assert!(std::mem::size_of::<CreatorRecord>() == 24);
-const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
-const _: () = assert!(std::mem::offset_of!(Header, state) == STATE_OFFSET);
-const _: () = assert!(std::mem::offset_of!(Header, segment_len) == 24);
-const _: () = assert!(std::mem::offset_of!(Header, layout) == 32);
-const _: () = assert!(std::mem::offset_of!(Header, creator) == CREATOR_PID_OFFSET);
-const _: () = assert!(std::mem::offset_of!(Header, reserved) == 168);
-const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
-
-impl Header {
-    /// Copies the header out of a region (atomic loads, so a racing writer cannot
-    /// cause undefined behaviour). `None` if the region is smaller than a header.
-    pub fn read_from(region: &Region) -> Option<Header> {
-        if region.len() < HEADER_SIZE {
-            return None;
-        }
-        let mut bytes = [0u8; HEADER_SIZE];
-        region.read_bytes(0, &mut bytes);
-        Header::read_from_bytes(&bytes).ok()
-    }
-
-    /// The kind, if the code is known.
-    pub fn kind(&self) -> Option<Kind> {
-        Kind::from_code(self.kind)
-    }
-
-    /// The type as recorded.
-    pub fn type_description(&self) -> TypeDescription {
-        let len = usize::from(self.layout.type_name_len).min(TYPE_NAME_CAPACITY);
-        TypeDescription {
-            name: String::from_utf8_lossy(&self.layout.type_name[..len]).into_owned(),
-            size: u64::from(self.layout.element_size),
-            align: u64::from(self.layout.payload_align),
-            capacity: self.layout.capacity,
-        }
-    }
-}
 
 /// FNV-1a, 64 bits: stable across builds and platforms.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
@@ -313,13 +147,13 @@ pub(crate) fn initialize(
         });
     }
     let state = atomic_u32(region, STATE_OFFSET);
-    state.store(STATE_INITIALIZING, Ordering::Relaxed);
+    state.store(State::Initializing.code(), Ordering::Relaxed);
 
     let header = Header {
         magic: MAGIC,
         format_version: FORMAT_VERSION,
         kind: spec.kind as u32,
-        state: STATE_INITIALIZING,
+        state: State::Initializing.code(),
         byte_order: BYTE_ORDER_MARK,
         segment_len: region.len() as u64,
         layout: spec.layout(),
@@ -341,7 +175,7 @@ pub(crate) fn initialize(
     lock_of(region).set_namespace(sys::current_domain());
     write_payload(region);
     // Release: an opener that reads `ready` (Acquire) sees all of the above.
-    state.store(STATE_READY, Ordering::Release);
+    state.store(State::Ready.code(), Ordering::Release);
     sys::futex_wake(state, u32::MAX);
     Ok(())
 }
@@ -380,13 +214,13 @@ pub(crate) fn open(
 /// size and directory capacity): waits until it is ready, checks magic,
 /// version, platform and `kind` first, then has `derive` compute the spec from
 /// the header (an impossible header is its error), then validates against it.
-pub(crate) fn open_derived(
+pub(crate) fn open_derived<S>(
     region: &Region,
     location: &Location,
     kind: Kind,
     wait: Wait,
-    derive: impl FnOnce(&Header) -> Result<Spec>,
-) -> Result<(Header, Spec)> {
+    derive: impl FnOnce(&Header) -> Result<(Spec, S)>,
+) -> Result<S> {
     if region.len() < PAYLOAD_OFFSET {
         return Err(Error::TooSmall {
             location: location.clone(),
@@ -396,10 +230,40 @@ pub(crate) fn open_derived(
     }
     wait_ready(region, location, wait)?;
     let header = read_header(region, location)?;
-    check_identity(&header, location, kind)?;
-    let spec = derive(&header)?;
-    validate(&header, region.len(), location, &spec)?;
-    Ok((header, spec))
+    validate_derived(&header, region, location, kind, derive)
+}
+
+/// The checks of [`open_derived`] on the header as it is now, without
+/// waiting; a header that is not ours, or not ready, is
+/// [`Error::WrongKind`] ("something else": what a tool asking "is this a
+/// store?" should hear).
+pub(crate) fn check_derived<S>(
+    region: &Region,
+    location: &Location,
+    kind: Kind,
+    derive: impl FnOnce(&Header) -> Result<(Spec, S)>,
+) -> Result<S> {
+    let header = Header::read_from(region)
+        .filter(|header| header.magic == MAGIC)
+        .ok_or_else(|| Error::WrongKind {
+            location: location.clone(),
+            expected: kind.name().into(),
+            found: "something else".into(),
+        })?;
+    validate_derived(&header, region, location, kind, derive)
+}
+
+fn validate_derived<S>(
+    header: &Header,
+    region: &Region,
+    location: &Location,
+    kind: Kind,
+    derive: impl FnOnce(&Header) -> Result<(Spec, S)>,
+) -> Result<S> {
+    check_identity(header, location, kind)?;
+    let (spec, derived) = derive(header)?;
+    validate(header, region.len(), location, &spec)?;
+    Ok(derived)
 }
 
 /// The header, copied out; [`Error::TooSmall`] if the region cannot hold one.
@@ -411,20 +275,6 @@ pub(crate) fn read_header(region: &Region, location: &Location) -> Result<Header
     })
 }
 
-/// [`open`] for a region with no OS object behind it (heap, or a store entry):
-/// no OS creator to watch; waits at most `timeout` for its creator.
-pub(crate) fn open_region(region: &Region, spec: &Spec, timeout: Duration) -> Result<Header> {
-    open(
-        region,
-        &Location::Heap,
-        spec,
-        Wait {
-            timeout,
-            os_creator: None,
-        },
-    )
-}
-
 /// Waits (at most `wait.timeout`) until the creator publishes `ready`; the
 /// region must hold at least a header and lock ([`PAYLOAD_OFFSET`] bytes).
 fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
@@ -432,9 +282,9 @@ fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
     let started = Instant::now();
     loop {
         let state = state_word.load(Ordering::Acquire);
-        match state {
-            STATE_READY => return Ok(()),
-            STATE_UNINITIALIZED | STATE_INITIALIZING => {
+        match State::from_code(state) {
+            Some(State::Ready) => return Ok(()),
+            Some(State::Uninitialized | State::Initializing) => {
                 check_magic_if_written(region, location)?;
                 let claimant = atomic_u32(region, CREATOR_PID_OFFSET).load(Ordering::Acquire);
                 let creator = if claimant != 0 {
@@ -466,18 +316,18 @@ fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
                 let nap = (wait.timeout - waited).min(Duration::from_millis(5));
                 sys::futex_wait(state_word, state, nap);
             }
-            STATE_FAILED => {
+            Some(State::Failed) => {
                 check_magic_if_written(region, location)?;
                 return Err(Error::Corrupted {
                     location: location.clone(),
                     what: "the creator marked initialisation as failed".into(),
                 });
             }
-            other => {
+            None => {
                 check_magic_if_written(region, location)?;
                 return Err(Error::Corrupted {
                     location: location.clone(),
-                    what: format!("init state word is {other}, not 0..=3"),
+                    what: format!("init state word is {state}, not 0..=3"),
                 });
             }
         }
@@ -618,13 +468,6 @@ mod tests {
         assert_eq!(default_type_name::<u64>(), "u64");
         assert_eq!(default_type_name::<[feed::Tick; 4]>(), "[Tick; 4]");
         assert_eq!(default_type_name::<Option<feed::Tick>>(), "Option<Tick>");
-    }
-
-    #[test]
-    fn all_zero_header_is_uninitialised() {
-        let header = Header::read_from_bytes(&[0u8; HEADER_SIZE]).unwrap();
-        assert_eq!(header.state, STATE_UNINITIALIZED);
-        assert_eq!(header.kind(), None);
     }
 
     #[test]

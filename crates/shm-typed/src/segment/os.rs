@@ -1,5 +1,6 @@
 //! The operating-system object behind a segment, for every [`Location`]: create
-//! or open it and map it as a [`Region`], find its creator, remove it.
+//! or open it and map it as a [`Region`], find its creator, remove it. Only the
+//! [`Segment`](super::Segment) handle calls this.
 
 use std::time::Duration;
 
@@ -7,9 +8,10 @@ use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::{Access, Segment};
 use shm_sys::{Key, Mode};
 
-use crate::error::{Error, Location, Result};
-use crate::header::{self, Spec, Wait, PAYLOAD_OFFSET};
-use crate::region::Region;
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::segment::format::PAYLOAD_OFFSET;
+use crate::segment::region::Region;
 
 /// The OS object behind a segment, for `stat` and `remove`.
 #[derive(Debug)]
@@ -31,11 +33,15 @@ pub(crate) fn remove_backend(backend: &Backend) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn sysv_key(location: &Location) -> Result<Key> {
+/// The System V key of a key or ftok location.
+fn sysv_key(location: &Location) -> Result<Key> {
     match location {
         Location::Key(key) => Ok(*key),
         Location::Ftok(path, project) => Ok(Key::ftok(path, *project)?),
-        _ => unreachable!("only called for key locations"),
+        other => Err(Error::Unsupported {
+            location: other.clone(),
+            what: "not a System V key location".into(),
+        }),
     }
 }
 
@@ -171,41 +177,33 @@ pub(crate) fn open_backend(
     }
 }
 
-/// Creates the OS object for `spec` at `location`, maps it, and initialises the
-/// header (and the payload, through `write_payload`); removes the object again
-/// if any step fails. Returns the region, the backend and the location others
-/// open it by.
-pub(crate) fn create_segment(
+/// Opens the System V segment at a key location, creating it if there is none
+/// (`IPC_CREAT` without `IPC_EXCL`), and maps it read-write. Also returns
+/// whether this call created it and the OS's creator pid.
+pub(crate) fn open_or_create_sysv(
     location: &Location,
-    spec: &Spec,
+    len: usize,
     mode: Mode,
-    write_payload: impl FnOnce(&Region),
-) -> Result<(Region, Backend, Location)> {
-    let (region, backend, location) = create_backend(location, spec.segment_len(), mode)?;
-    if let Err(error) = header::initialize(&region, &location, spec, write_payload) {
-        let _ = remove_backend(&backend);
-        return Err(error);
-    }
-    Ok((region, backend, location))
-}
-
-/// Opens and maps the segment at `location` read-write, waits (at most
-/// `timeout`) for its creator, and validates its header against `spec`.
-pub(crate) fn open_segment(
-    location: &Location,
-    spec: &Spec,
-    timeout: Duration,
-) -> Result<(Region, Backend)> {
-    let (region, backend, os_creator) =
-        open_backend(location, Access::ReadWrite, spec.segment_len(), timeout)?;
-    header::open(
-        &region,
-        location,
-        spec,
-        Wait {
-            timeout,
-            os_creator,
-        },
-    )?;
-    Ok((region, backend))
+) -> Result<(Region, Backend, bool, Option<u32>)> {
+    let key = sysv_key(location)?;
+    let (segment, created) = Segment::options(key)
+        .size(len)
+        .mode(mode)
+        .open_or_create()?;
+    let mapping = match segment.attach() {
+        Ok(mapping) => mapping,
+        Err(error) => {
+            if created {
+                let _ = segment.remove();
+            }
+            return Err(error.into());
+        }
+    };
+    let os_creator = segment.stat().ok().map(|info| info.cpid);
+    Ok((
+        Region::from_mapping(mapping),
+        Backend::SysV(segment),
+        created,
+        os_creator,
+    ))
 }

@@ -157,6 +157,14 @@ impl Region {
         assert!(self.try_read_bytes(offset, out), "read inside the region");
     }
 
+    /// The native-endian u64 at `offset` (any alignment), `None` if it does
+    /// not lie inside the region.
+    pub(crate) fn try_read_u64(&self, offset: usize) -> Option<u64> {
+        let mut word = [0u8; 8];
+        self.try_read_bytes(offset, &mut word)
+            .then(|| u64::from_ne_bytes(word))
+    }
+
     /// [`read_bytes`](Region::read_bytes) for an offset that came from shared
     /// memory: `false`, with nothing copied, if the range is outside the region.
     #[must_use]

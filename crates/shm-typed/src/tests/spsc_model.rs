@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use crate::spsc::{PushError, SpscRing};
-use crate::{Error, Region};
+use crate::ring::spsc::{PushError, SpscRing};
+use crate::{Error, Location, Region};
 
 fn ring_in_heap(capacity: u64) -> SpscRing<u64> {
-    let bytes = crate::PAYLOAD_OFFSET + 512 + capacity as usize * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 512 + capacity as usize * 8;
     SpscRing::create_in(Region::heap(bytes), capacity).unwrap()
 }
 
@@ -42,7 +42,7 @@ fn streaming_pushes_of_odd_sized_values_arrive_intact() {
     fn check<T: bytemuck::Pod + PartialEq + std::fmt::Debug>() {
         let size = std::mem::size_of::<T>();
         let capacity = 32u64;
-        let len = crate::header::PAYLOAD_OFFSET + 512 + size * capacity as usize;
+        let len = crate::format::PAYLOAD_OFFSET + 512 + size * capacity as usize;
         let ring = SpscRing::<T>::create_in(Region::heap(len), capacity).unwrap();
         let (mut producer, mut consumer) = (ring.producer().unwrap(), ring.consumer().unwrap());
         let mut next = 0u8;
@@ -72,11 +72,23 @@ fn streaming_pushes_of_odd_sized_values_arrive_intact() {
 fn one_producer_and_one_consumer_at_a_time() {
     let ring = ring_in_heap(4);
     let producer = ring.producer().unwrap();
-    assert!(matches!(ring.producer(), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        ring.producer(),
+        Err(Error::SideClaimed {
+            side: "producer",
+            ..
+        })
+    ));
     drop(producer);
     let _again = ring.producer().unwrap();
     let _consumer = ring.consumer().unwrap();
-    assert!(matches!(ring.consumer(), Err(Error::Unsupported { .. })));
+    assert!(matches!(
+        ring.consumer(),
+        Err(Error::SideClaimed {
+            side: "consumer",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -87,12 +99,12 @@ fn impossible_indices_are_corrupted_errors() {
     producer.push(1).unwrap();
     // A peer writes a tail far ahead of head: more than capacity.
     ring.region()
-        .write_bytes(crate::PAYLOAD_OFFSET, &1000u64.to_ne_bytes());
+        .write_bytes(crate::format::PAYLOAD_OFFSET, &1000u64.to_ne_bytes());
     let err = consumer.pop().unwrap_err().into_error();
     assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
     // A head beyond the producer's tail.
     ring.region()
-        .write_bytes(crate::PAYLOAD_OFFSET + 128, &5000u64.to_ne_bytes());
+        .write_bytes(crate::format::PAYLOAD_OFFSET + 128, &5000u64.to_ne_bytes());
     for _ in 0..8 {
         let _ = producer.push(2);
     }
@@ -103,10 +115,10 @@ fn impossible_indices_are_corrupted_errors() {
 
 #[test]
 fn capacity_must_be_a_power_of_two_and_match_on_open() {
-    let bytes = crate::PAYLOAD_OFFSET + 512 + 6 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 6 * 8;
     let err = SpscRing::<u64>::create_in(Region::heap(bytes), 6).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-    let region = Region::heap(crate::PAYLOAD_OFFSET + 512 + 8 * 8);
+    let region = Region::heap(crate::format::PAYLOAD_OFFSET + 512 + 8 * 8);
     let ring = SpscRing::<u64>::create_in(region, 8).unwrap();
     let region = ring_into_region(ring);
     let err = SpscRing::<u64>::open_in(region, 4).unwrap_err();
@@ -118,7 +130,7 @@ fn capacity_must_be_a_power_of_two_and_match_on_open() {
 /// round, and the error names both kinds.
 #[test]
 fn spinning_and_blocking_rings_do_not_open_as_each_other() {
-    let bytes = crate::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 8 * 8;
     let spinning = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
     let err = SpscRing::<u64>::open_in(spinning.into_region(), 8).unwrap_err();
     let text = err.to_string();
@@ -139,11 +151,14 @@ fn spinning_and_blocking_rings_do_not_open_as_each_other() {
 /// `shm inspect` decodes a spinning ring: its kind by name, and its fill level.
 #[test]
 fn a_spinning_ring_describes_itself() {
-    let bytes = crate::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 8 * 8;
     let ring = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
     ring.producer().unwrap().push_slice(&[1, 2, 3]).unwrap();
     let description = crate::describe(ring.region()).expect("ours");
-    assert_eq!(description.kind, Some(crate::Kind::SpinningSpscRing));
+    assert_eq!(
+        description.kind,
+        Some(crate::format::Kind::SpinningSpscRing)
+    );
     assert_eq!(description.kind.unwrap().name(), "spinning spsc ring");
     assert_eq!(description.ring_len, Some(3));
 }
@@ -232,7 +247,7 @@ fn blocking_ping_pong_on_one_cpu_passes_every_value() {
 #[cfg(not(miri))]
 mod state_machine {
     use super::*;
-    use crate::spsc::{Consumer, Producer};
+    use crate::ring::spsc::{Consumer, Producer};
     use proptest::prelude::*;
     use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
     use std::collections::VecDeque;
@@ -335,8 +350,12 @@ mod state_machine {
         type Reference = RingModel;
 
         fn init_test(model: &Model) -> Subject<WAKE> {
-            let bytes = crate::PAYLOAD_OFFSET + 512 + model.capacity as usize * 8;
-            let ring = SpscRing::<u64, WAKE>::create_in_region(Region::heap(bytes), model.capacity);
+            let bytes = crate::format::PAYLOAD_OFFSET + 512 + model.capacity as usize * 8;
+            let ring = SpscRing::<u64, WAKE>::create_in_at(
+                Region::heap(bytes),
+                Location::Heap,
+                model.capacity,
+            );
             let ring: &'static SpscRing<u64, WAKE> = Box::leak(Box::new(ring.unwrap()));
             Subject {
                 producer: Some(ring.producer().unwrap()),

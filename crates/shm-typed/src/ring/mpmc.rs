@@ -9,15 +9,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
-use shm_sys::Mode;
 
-use crate::backend::{create_segment, open_segment, remove_backend, Backend};
-use crate::blocking::{self, retry};
-use crate::error::{Error, Location, Result};
-use crate::header::{self, Kind, Spec, PAYLOAD_OFFSET};
-use crate::protocol::{self, Cells, Pop, Push, SequencedCells};
-use crate::region::Region;
-use crate::spsc::{Corrupted, PushError};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::ring::blocking::{self, retry};
+use crate::ring::protocol::{self, Cells, Pop, Push, SequencedCells};
+use crate::ring::spsc::{Corrupted, PushError};
+use crate::segment::format::{Kind, PAYLOAD_OFFSET};
+use crate::segment::header::{self, Spec};
+use crate::segment::region::Region;
+use crate::segment::{Opening, Segment};
 use crate::sys;
 
 const CONTROL: usize = PAYLOAD_OFFSET;
@@ -103,9 +104,7 @@ pub struct MpmcRing<T> {
     base: NonNull<u8>,
     capacity: u64,
     stride: usize,
-    region: Region,
-    backend: Backend,
-    location: Location,
+    segment: Segment,
     _type: PhantomData<T>,
 }
 
@@ -138,6 +137,23 @@ impl<T: Pod> SequencedCells<T> for MpmcRing<T> {
     fn sequence(&self, position: u64) -> &AtomicU64 {
         self.slot(position).0
     }
+}
+
+/// Items in the MPMC ring a region holds, as its positions say now: enqueue
+/// minus dequeue, which count modulo 2^64 on purpose, so the difference
+/// wraps; `None` if it exceeds `capacity` or the words lie outside the
+/// region. For tools ([`describe`](crate::describe)); trusts nothing.
+pub(crate) fn fill(region: &Region, capacity: u64) -> Option<u64> {
+    fill_of(
+        region.try_read_u64(ENQUEUE)?,
+        region.try_read_u64(DEQUEUE)?,
+        capacity,
+    )
+}
+
+/// The fill level `enqueue` and `dequeue` imply, if possible.
+pub(crate) fn fill_of(enqueue: u64, dequeue: u64, capacity: u64) -> Option<u64> {
+    Some(enqueue.wrapping_sub(dequeue)).filter(|&len| len <= capacity)
 }
 
 impl<T: Pod> MpmcRing<T> {
@@ -178,11 +194,13 @@ impl<T: Pod> MpmcRing<T> {
     }
 
     /// Writes each slot's initial sequence number: slot `i` is free for position `i`.
-    fn initial_sequences(region: &Region, capacity: u64) {
-        let stride = Self::stride();
-        for index in 0..capacity {
-            let offset = SLOTS + index as usize * stride;
-            region.write_bytes(offset, &index.to_ne_bytes());
+    fn initial_sequences(capacity: u64) -> impl Fn(&Region) {
+        move |region: &Region| {
+            let stride = Self::stride();
+            for index in 0..capacity {
+                let offset = SLOTS + index as usize * stride;
+                region.write_bytes(offset, &index.to_ne_bytes());
+            }
         }
     }
 
@@ -195,66 +213,73 @@ impl<T: Pod> MpmcRing<T> {
     pub fn create(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
-        let (region, backend, location) =
-            create_segment(&location, &spec, Mode::OWNER_RW, |region| {
-                Self::initial_sequences(region, capacity)
-            })?;
-        Ok(Self::from_parts(region, backend, location, capacity))
+        let opening = Opening::default();
+        let segment = Segment::create(
+            &location,
+            &spec,
+            opening.mode,
+            Self::initial_sequences(capacity),
+        )?;
+        Ok(Self::from_segment(segment, capacity))
     }
 
     /// Opens the ring at `location`, checking kind, element type and capacity.
     pub fn open(location: impl Into<Location>, capacity: u64) -> Result<MpmcRing<T>> {
         let location = location.into();
         let spec = Self::spec(&location, capacity)?;
-        let (region, backend) = open_segment(&location, &spec, Duration::from_secs(1))?;
-        Ok(Self::from_parts(region, backend, location, capacity))
+        let segment = Segment::open(&location, &spec, Opening::default())?;
+        Ok(Self::from_segment(segment, capacity))
     }
 
     /// Makes a ring in a blank heap region (tests, single process).
     pub fn create_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
-        let spec = Self::spec(&Location::Heap, capacity)?;
-        header::initialize(&region, &Location::Heap, &spec, |region| {
-            Self::initial_sequences(region, capacity)
-        })?;
-        Ok(Self::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            capacity,
-        ))
+        Self::create_in_at(region, Location::Heap, capacity)
+    }
+
+    /// [`create_in`](MpmcRing::create_in) for a region that errors name as
+    /// `location` (a store's entry).
+    pub(crate) fn create_in_at(
+        region: Region,
+        location: Location,
+        capacity: u64,
+    ) -> Result<MpmcRing<T>> {
+        let spec = Self::spec(&location, capacity)?;
+        let segment =
+            Segment::create_in(region, location, &spec, Self::initial_sequences(capacity))?;
+        Ok(Self::from_segment(segment, capacity))
     }
 
     /// Opens a ring in a region (validating the header).
     pub fn open_in(region: Region, capacity: u64) -> Result<MpmcRing<T>> {
-        Self::open_in_waiting(region, capacity, Duration::from_secs(1))
+        Self::open_in_at(
+            region,
+            Location::Heap,
+            capacity,
+            Opening::default().init_timeout,
+        )
     }
 
-    /// [`open_in`](MpmcRing::open_in), waiting at most `init_timeout` for the
-    /// creator (a store passes its own).
-    pub(crate) fn open_in_waiting(
+    /// [`open_in`](MpmcRing::open_in) for a region that errors name as
+    /// `location`, waiting at most `init_timeout` for the creator (a store
+    /// passes its own).
+    pub(crate) fn open_in_at(
         region: Region,
+        location: Location,
         capacity: u64,
         init_timeout: Duration,
     ) -> Result<MpmcRing<T>> {
-        let spec = Self::spec(&Location::Heap, capacity)?;
-        header::open_region(&region, &spec, init_timeout)?;
-        Ok(Self::from_parts(
-            region,
-            Backend::Heap,
-            Location::Heap,
-            capacity,
-        ))
+        let spec = Self::spec(&location, capacity)?;
+        let segment = Segment::open_in(region, location, &spec, init_timeout)?;
+        Ok(Self::from_segment(segment, capacity))
     }
 
-    /// The region has been checked to hold the control lines and all slots.
-    fn from_parts(region: Region, backend: Backend, location: Location, capacity: u64) -> Self {
+    /// The segment has been checked to hold the control lines and all slots.
+    fn from_segment(segment: Segment, capacity: u64) -> Self {
         let ring = MpmcRing {
-            base: NonNull::new(region.as_ptr()).expect("regions are non-null"),
+            base: NonNull::new(segment.region().as_ptr()).expect("regions are non-null"),
             capacity,
             stride: Self::stride(),
-            region,
-            backend,
-            location,
+            segment,
             _type: PhantomData,
         };
         blocking::join_as_waker(ring.word32(UNFENCED));
@@ -292,10 +317,7 @@ impl<T: Pod> MpmcRing<T> {
     #[cold]
     #[inline(never)]
     fn corrupted(&self, what: String) -> Corrupted {
-        Corrupted::new(Error::Corrupted {
-            location: self.location.clone(),
-            what,
-        })
+        Corrupted::new(self.segment.corrupted(what))
     }
 
     /// Pushes one value, or hands it back if the ring is full.
@@ -426,17 +448,17 @@ impl<T: Pod> MpmcRing<T> {
 
     /// Where the ring is ([`Location::Id`] for a ring created as private).
     pub fn location(&self) -> &Location {
-        &self.location
+        self.segment.location()
     }
 
     /// The region holding the ring.
     pub fn region(&self) -> &Region {
-        &self.region
+        self.segment.region()
     }
 
     /// Removes the segment (`IPC_RMID` or `shm_unlink`); mappings stay usable.
     pub fn remove(&self) -> Result<()> {
-        remove_backend(&self.backend)
+        self.segment.remove()
     }
 }
 
@@ -445,7 +467,7 @@ impl<T> fmt::Debug for MpmcRing<T> {
         f.debug_struct("MpmcRing")
             .field("type", &std::any::type_name::<T>())
             .field("capacity", &self.capacity)
-            .field("location", &self.location)
+            .field("location", self.segment.location())
             .finish()
     }
 }

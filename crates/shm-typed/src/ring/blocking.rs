@@ -19,9 +19,8 @@ pub(crate) const LONG_NAP: Duration = Duration::from_millis(100);
 /// The longest nap when a wake-up can be missed: a waker's store of its index
 /// and its load of our sleep flag are a store followed by a load, which x86
 /// (and every weaker CPU) may reorder unless the waker pays a full fence on
-/// every push or pop. Without [`fence_wakers`], 1 to 6 in 50,000 round trips
-/// stalled for a whole nap when each push was timed to land as the waiter gave
-/// up spinning (the ring bench's `interleaved/wake-ups`); with it, none.
+/// every push or pop. [`fence_wakers`] closes that race; the ring bench's
+/// `interleaved/wake-ups` counts the stalls it would cause.
 pub(crate) const SHORT_NAP: Duration = Duration::from_millis(1);
 
 /// Called by every handle that may wake a sleeper (it pushes or pops), before
@@ -76,23 +75,19 @@ pub(crate) const SPIN_TIME: Duration = Duration::from_micros(20);
 
 /// After this long, the spin gives the processor away (`sched_yield`) on each
 /// turn instead of pausing. The peer we wait for may be queued on our own CPU:
-/// the scheduler places a woken task next to its waker, and on this 2-vCPU VM
-/// a blocking ping-pong was seen to run ~1000 round trips in a row with both
-/// processes on one CPU. Pausing then only delays the peer (each round trip
-/// cost two full spin windows, 30-100 us, slower than a pipe); yielding lets it
-/// run at once (5-10 us). A peer on another CPU answers well within this time
-/// (a cross-CPU round trip is 0.1-0.5 us here), so the fast case never yields.
+/// the scheduler places a woken task next to its waker, and pausing then only
+/// delays the peer, while yielding lets it run at once. A peer on another CPU
+/// answers well within this time, so the fast case never yields.
 ///
 /// A thread whose last wait ended right after a yield that let another task
-/// run (see [`PEER_RAN`]) yields at once on its next wait: pinned to one CPU, a
-/// blocking ping-pong then takes 4.3-5.2 us a round trip instead of 8.7 us (a
-/// pipe takes 7-9 us there).
+/// run (see [`PEER_RAN`]) yields at once on its next wait: the peer is then
+/// most likely on our CPU.
 pub(crate) const YIELD_AFTER: Duration = Duration::from_micros(2);
 
 /// A `sched_yield` that takes this long let another task run on our CPU before
 /// it returned; one that finds no other task returns in well under half of
-/// this (0.8 us on the README's VM, where a switch to another process and back
-/// takes 3-4 us). When the value we wait for arrives right after such a
+/// this (a switch to another process and back takes several times longer).
+/// When the value we wait for arrives right after such a
 /// yield, the task that ran was almost surely our peer.
 const PEER_RAN: Duration = Duration::from_micros(2);
 

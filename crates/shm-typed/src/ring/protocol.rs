@@ -30,7 +30,7 @@ pub(crate) trait Word64 {
 /// `AtomicU64` has them too; `loom_tests.rs` uses this).
 macro_rules! impl_word64 {
     ($atomic:ty) => {
-        impl $crate::protocol::Word64 for $atomic {
+        impl $crate::ring::protocol::Word64 for $atomic {
             #[inline(always)]
             fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
                 // The inherent method (inherent methods win over trait ones).
