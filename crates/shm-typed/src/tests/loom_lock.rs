@@ -22,6 +22,14 @@ use crate::sys::StartTime;
 crate::lock::impl_atomic!(AtomicU32, u32);
 crate::lock::impl_atomic!(AtomicU64, u64);
 
+/// Whether model holders yield inside the critical section and after
+/// unlocking (`LOOM_LOCK_YIELDS` set): switches there then cost no
+/// preemption, which multiplies the interleavings (CI's bound-2 run takes
+/// about 15 minutes with them, under one without).
+fn holders_yield() -> bool {
+    std::env::var_os("LOOM_LOCK_YIELDS").is_some()
+}
+
 /// Thread ids 1..=3 exist in the model.
 const TASKS: usize = 4;
 
@@ -93,9 +101,12 @@ impl Locked {
             "two holders at once; the interleaving:\n  {}",
             self.trace.lock().unwrap().join("\n  ")
         );
-        // A holder is often descheduled inside its critical section: let
-        // the model switch here without spending a preemption.
-        thread::yield_now();
+        // A holder is often descheduled inside its critical section: with
+        // LOOM_LOCK_YIELDS, the model switches here without spending a
+        // preemption (many more interleavings: .ci/long only).
+        if holders_yield() {
+            thread::yield_now();
+        }
     }
 
     fn leave(&self, tid: u32) {
@@ -107,7 +118,9 @@ impl Locked {
     /// Right after an unlock: the unlocker may be descheduled before it
     /// locks again (a switch here costs no preemption either).
     fn unlocked(&self) {
-        thread::yield_now();
+        if holders_yield() {
+            thread::yield_now();
+        }
     }
 
     fn born(&self, tid: u32, start: StartTime) {
