@@ -237,6 +237,9 @@ pub struct Shared<T> {
     mutex: NonNull<ShmMutex>,
     /// The value, inside `region`, aligned (checked when the handle was made).
     value: NonNull<T>,
+    /// Whether the mapping is read-only (copied here: the hot paths ask on
+    /// every call, and the region sits behind the segment's `Arc`).
+    read_only: bool,
     segment: Segment,
     lock_timeout: Option<Duration>,
 }
@@ -266,6 +269,7 @@ impl<T: Pod> Shared<T> {
         Shared {
             mutex,
             value: value.cast(),
+            read_only: segment.region().is_read_only(),
             segment,
             lock_timeout,
         }
@@ -327,7 +331,7 @@ impl<T: Pod> Shared<T> {
     /// the lock's operations write to it, and an atomic write to read-only
     /// memory is undefined behaviour, not just a fault.
     pub fn mutex(&self) -> Option<&ShmMutex> {
-        (!self.segment.region().is_read_only()).then(|| self.raw_mutex())
+        (!self.read_only).then(|| self.raw_mutex())
     }
 
     /// The thread holding the lock, if any (works on read-only handles too).
@@ -367,7 +371,7 @@ impl<T: Pod> Shared<T> {
 
     #[inline]
     fn writable(&self) -> Result<()> {
-        if self.segment.region().is_read_only() {
+        if self.read_only {
             return Err(self.read_only_error());
         }
         Ok(())
@@ -390,7 +394,7 @@ impl<T: Pod> Shared<T> {
     /// [`Error::ReadOnly`].
     #[inline]
     pub fn lock(&self) -> Result<SharedGuard<'_, T>> {
-        if !self.segment.region().is_read_only() {
+        if !self.read_only {
             if let Some(acquired) = self.raw_mutex().acquire_uncontended() {
                 return Ok(SharedGuard::new(self, acquired.owner_died));
             }
@@ -427,7 +431,7 @@ impl<T: Pod> Shared<T> {
     /// the lock timeout (default 1 s for read-only handles).
     #[inline]
     pub fn load(&self) -> Result<T> {
-        if self.segment.region().is_read_only() {
+        if self.read_only {
             return self.load_without_lock();
         }
         let guard = self.lock()?;
