@@ -16,6 +16,10 @@ use std::sync::Mutex;
 use shm_sys::sysv::Segment;
 use shm_typed::{Location, Shared, SpscRing};
 
+mod common;
+
+use common::ipcs_rows;
+
 /// One test at a time: they compare host-wide listings.
 static HOST: Mutex<()> = Mutex::new(());
 
@@ -55,25 +59,6 @@ fn run(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// `ipcs -m` rows as (key, id, perms, bytes, nattch).
-fn ipcs_rows() -> Vec<(String, i32, String, usize, u64)> {
-    let output = Command::new("ipcs").arg("-m").output().expect("ipcs -m");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|line| line.starts_with("0x"))
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (
-                f[0].to_owned(),
-                f[1].parse().unwrap(),
-                f[3].to_owned(),
-                f[4].parse().unwrap(),
-                f[5].parse().unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// The value of `name` in one object of `shm ls --json`, or in its `ours`

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::location::Location;
+use crate::lock::LockFailure;
 
 /// A type as a segment header records it: stable name, size and alignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,3 +241,30 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl LockFailure {
+    /// The error for a lock not taken at `location`, after waiting `waited`
+    /// (the timeout that ran out, if one did).
+    #[cold]
+    pub(crate) fn into_error(self, location: Location, waited: Option<Duration>) -> Error {
+        match self {
+            LockFailure::Poisoned => Error::Poisoned { location },
+            LockFailure::Timeout { holder } => Error::LockTimeout {
+                location,
+                waited: waited.unwrap_or_default(),
+                holder,
+            },
+            LockFailure::WouldBlock { holder } => Error::WouldBlock { location, holder },
+            LockFailure::ForeignNamespace {
+                holder,
+                ours,
+                theirs,
+            } => Error::ForeignNamespace {
+                location,
+                holder,
+                ours,
+                theirs,
+            },
+        }
+    }
+}

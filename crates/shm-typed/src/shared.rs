@@ -347,26 +347,7 @@ impl<T: Pod> Shared<T> {
     #[cold]
     #[inline(never)]
     fn lock_error(&self, failure: LockFailure, waited: Option<Duration>) -> Error {
-        let location = self.segment.location().clone();
-        match failure {
-            LockFailure::Poisoned => Error::Poisoned { location },
-            LockFailure::Timeout { holder } => Error::LockTimeout {
-                location,
-                waited: waited.unwrap_or_default(),
-                holder,
-            },
-            LockFailure::WouldBlock { holder } => Error::WouldBlock { location, holder },
-            LockFailure::ForeignNamespace {
-                holder,
-                ours,
-                theirs,
-            } => Error::ForeignNamespace {
-                location,
-                holder,
-                ours,
-                theirs,
-            },
-        }
+        failure.into_error(self.segment.location().clone(), waited)
     }
 
     #[inline]

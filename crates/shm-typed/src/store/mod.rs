@@ -214,26 +214,7 @@ impl Store {
     /// Why the store's lock was not taken, for creating entry `name`.
     #[cold]
     fn lock_error(&self, name: &str, failure: LockFailure) -> Error {
-        let location = self.segment.location().clone();
-        let source = match failure {
-            LockFailure::Timeout { holder } => Error::LockTimeout {
-                location,
-                waited: self.options.lock_timeout.unwrap_or_default(),
-                holder,
-            },
-            LockFailure::Poisoned => Error::Poisoned { location },
-            LockFailure::WouldBlock { holder } => Error::WouldBlock { location, holder },
-            LockFailure::ForeignNamespace {
-                holder,
-                ours,
-                theirs,
-            } => Error::ForeignNamespace {
-                location,
-                holder,
-                ours,
-                theirs,
-            },
-        };
+        let source = failure.into_error(self.segment.location().clone(), self.options.lock_timeout);
         self.entry_error(name, source)
     }
 
