@@ -2,7 +2,11 @@
 
 use crate::lock::LockView;
 use crate::ring::{mpmc, spsc};
-use crate::segment::format::{Header, Kind, FORMAT_VERSION, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET};
+use crate::segment::format::{
+    Header, Kind, State, CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, FORMAT_VERSION, HEADER_SIZE,
+    LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
+};
+use crate::segment::header::{creator_verdict, Verdict};
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
 
@@ -79,6 +83,92 @@ pub fn describe(region: &Region) -> Option<Description> {
     })
 }
 
+/// A segment that is not ready and may be one of ours that a creator began:
+/// what [`describe_unready`] finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unready {
+    /// The state word: [`State::Uninitialized`] or [`State::Initializing`].
+    pub state: State,
+    /// The creator: the claim in the header, or before any claim the OS's
+    /// creator that the caller passed in.
+    pub creator: Option<u32>,
+    /// Whether that creator verifiably died, so that the segment will never
+    /// become ready (a pid that cannot be judged here is not dead).
+    pub creator_dead: bool,
+    /// Whether every byte is zero: nothing was written yet. A segment of all
+    /// zeros holds no data, whoever made it; one that is not all zero has our
+    /// magic or only the words a creator of ours writes first.
+    pub blank: bool,
+}
+
+/// Looks at a segment that [`describe`] does not take for a ready one of
+/// ours: `Some` if it is blank, or carries our magic or only the state word
+/// and creator record our creators write first, and is not ready. The OS's
+/// creator (System V `shm_cpid`, as [`shm_sys::sysv::SegmentInfo::cpid`]
+/// gives it) judges a segment whose header holds no claim; pass `None` where
+/// there is no such thing (POSIX).
+///
+/// ```
+/// use shm_typed::{describe_unready, Region};
+///
+/// let blank = describe_unready(&Region::heap(4096), None).expect("blank");
+/// assert!(blank.blank);
+/// assert!(!blank.creator_dead); // nobody to judge
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub fn describe_unready(region: &Region, os_creator: Option<u32>) -> Option<Unready> {
+    if region.len() < PAYLOAD_OFFSET {
+        return None;
+    }
+    let header = Header::read_from(region)?;
+    let state = State::from_code(header.state)
+        .filter(|state| matches!(state, State::Uninitialized | State::Initializing))?;
+    let rest_zero = rest_is_zero(region);
+    let blank = rest_zero && header_bytes_zero_but(region, &[]);
+    if header.magic != MAGIC {
+        let first_words = [
+            STATE_OFFSET..STATE_OFFSET + 4,
+            CREATOR_PID_OFFSET..CREATOR_NAMESPACE_OFFSET + 8,
+        ];
+        if header.magic != [0; 8] || !rest_zero || !header_bytes_zero_but(region, &first_words) {
+            return None;
+        }
+    }
+    let (creator, verdict) = creator_verdict(region, os_creator);
+    Some(Unready {
+        state,
+        creator,
+        creator_dead: verdict == Verdict::Dead { verified: true },
+        blank,
+    })
+}
+
+/// Whether the header's bytes outside `except` are all zero.
+fn header_bytes_zero_but(region: &Region, except: &[std::ops::Range<usize>]) -> bool {
+    let mut bytes = [0u8; HEADER_SIZE];
+    region.read_bytes(0, &mut bytes);
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(offset, &byte)| byte == 0 || except.iter().any(|range| range.contains(&offset)))
+}
+
+/// Whether everything after the header is zero (read in pieces).
+fn rest_is_zero(region: &Region) -> bool {
+    let mut piece = [0u8; 4096];
+    let mut offset = HEADER_SIZE;
+    while offset < region.len() {
+        let len = piece.len().min(region.len() - offset);
+        region.read_bytes(offset, &mut piece[..len]);
+        if piece[..len].iter().any(|&byte| byte != 0) {
+            return false;
+        }
+        offset += len;
+    }
+    true
+}
+
 /// Reads the fill level of one ring kind's segment (each ring module decodes
 /// its own indices): the region and the capacity its header records; `None`
 /// if the indices are impossible or lie outside the region.
@@ -125,6 +215,36 @@ mod tests {
             );
             assert_eq!(fill_decoder(kind).is_some(), ring, "{kind:?}");
         }
+    }
+
+    #[test]
+    fn unready_segments_are_told_from_other_bytes() {
+        let blank = Region::heap(8192);
+        let found = describe_unready(&blank, None).expect("blank");
+        assert!(found.blank && !found.creator_dead && found.creator.is_none());
+        assert_eq!(found.state, State::Uninitialized);
+
+        // The words a creator writes first: still ours, no longer blank.
+        let early = Region::heap(8192);
+        early.write_bytes(CREATOR_NAMESPACE_OFFSET, &7u64.to_ne_bytes());
+        early.write_bytes(STATE_OFFSET, &State::Initializing.code().to_ne_bytes());
+        let found = describe_unready(&early, None).expect("a creator's first words");
+        assert!(!found.blank);
+        assert_eq!(found.state, State::Initializing);
+
+        // Anything else without our magic is not ours.
+        let other = Region::heap(8192);
+        other.write_bytes(8000, &[1]);
+        assert_eq!(describe_unready(&other, None), None);
+        let other = Region::heap(8192);
+        other.write_bytes(40, &[1]);
+        assert_eq!(describe_unready(&other, None), None);
+
+        // Ready segments are describe's.
+        let ready = crate::Shared::<u64>::options()
+            .create_in(Region::heap(4096), 7)
+            .expect("a heap value");
+        assert_eq!(describe_unready(ready.region(), None), None);
     }
 
     #[test]

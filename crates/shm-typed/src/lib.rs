@@ -42,7 +42,8 @@
 //! ([`Error::TypeMismatch`], naming both types), and the length against the
 //! operating system's own size of the segment ([`Error::LengthMismatch`]). A
 //! creator that died while initialising is reported ([`Error::CreatorDied`]),
-//! not waited on forever.
+//! not waited on forever; [`SharedOptions::open_or_create`] on a System V key
+//! replaces such a segment with a fresh one.
 //!
 //! Type identity uses a stable name, by default the Rust type name without module
 //! paths (`Tick`), so two binaries that each define the same struct agree; set
@@ -82,6 +83,11 @@
 
 mod describe;
 mod error;
+/// Test-only crash points (feature `fault-injection`).
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+mod fault;
 mod location;
 mod lock;
 mod ring;
@@ -92,7 +98,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-pub use describe::{describe, Description};
+pub use describe::{describe, describe_unready, Description, Unready};
 pub use error::{Error, Result, TypeDescription};
 pub use location::Location;
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};

@@ -165,6 +165,14 @@ impl<T: Pod> SharedOptions<T> {
     /// Opens the segment at `location`, or creates it holding `value` if there is
     /// none. Of many processes racing here exactly one creates and initialises;
     /// the others wait for it and validate. The flag says whether this call created.
+    ///
+    /// A System V segment whose creator died before it was ready (killed while
+    /// initialising) is removed and made afresh, again by exactly one of the
+    /// racers, when the death is certain: the creator's pid was recorded in
+    /// our pid namespace (or is the kernel's `shm_cpid`) and names no live
+    /// process. Otherwise the open reports [`Error::CreatorDied`] or, for a
+    /// creator in another pid namespace, [`Error::InitTimeout`]. POSIX objects
+    /// are never taken over: [`Error::CreatorDied`].
     pub fn open_or_create(
         &self,
         location: impl Into<Location>,

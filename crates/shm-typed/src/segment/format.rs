@@ -68,8 +68,16 @@ impl State {
 
 /// Offset of the state word.
 pub const STATE_OFFSET: usize = 16;
-/// Offset of the creator's pid, the first word a creator writes (a CAS from 0).
+/// Offset of the creator's pid: the claim, a CAS from 0 that comes right
+/// after the rest of the creator record and before anything else.
 pub const CREATOR_PID_OFFSET: usize = 144;
+
+/// Offset of the creator's start time (`u64`), written before the claim.
+pub const CREATOR_START_OFFSET: usize = CREATOR_PID_OFFSET + 8;
+
+/// Offset of the creator's pid-namespace inode (`u64`), written before the
+/// claim.
+pub const CREATOR_NAMESPACE_OFFSET: usize = CREATOR_PID_OFFSET + 16;
 
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,6 +192,14 @@ const _: () = assert!(std::mem::offset_of!(Header, state) == STATE_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Header, segment_len) == 24);
 const _: () = assert!(std::mem::offset_of!(Header, layout) == 32);
 const _: () = assert!(std::mem::offset_of!(Header, creator) == CREATOR_PID_OFFSET);
+const _: () = assert!(
+    std::mem::offset_of!(Header, creator) + std::mem::offset_of!(CreatorRecord, start_time)
+        == CREATOR_START_OFFSET
+);
+const _: () = assert!(
+    std::mem::offset_of!(Header, creator) + std::mem::offset_of!(CreatorRecord, pid_namespace)
+        == CREATOR_NAMESPACE_OFFSET
+);
 const _: () = assert!(std::mem::offset_of!(Header, reserved) == 168);
 const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
 

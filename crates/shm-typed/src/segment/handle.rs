@@ -106,6 +106,14 @@ impl Segment {
     /// many processes racing here exactly one creates and initialises; the
     /// others wait for it and validate. The flag says whether this call
     /// created.
+    ///
+    /// A System V segment whose creator died before publishing `ready` is
+    /// removed (by id: the one we saw, never a successor) and the whole
+    /// open-or-create starts again, so that exactly one of the racers
+    /// creates and initialises a fresh segment under the key and the others
+    /// open that one. Re-initialising in place instead would need every racer
+    /// to agree on who re-initialises from words the dead creator may have
+    /// half written; a fresh segment needs only `IPC_CREAT | IPC_EXCL`.
     pub(crate) fn open_or_create(
         location: &Location,
         spec: &Spec,
@@ -114,14 +122,51 @@ impl Segment {
     ) -> Result<(Segment, bool)> {
         match location {
             Location::Key(_) | Location::Ftok(..) => {
-                let (region, backend, created, os_creator) =
-                    os::open_or_create_sysv(location, spec.segment_len(), opening.mode)?;
-                if created {
-                    Segment::initialise(region, backend, location.clone(), spec, init)
-                        .map(|segment| (segment, true))
-                } else {
-                    Segment::check(region, backend, location.clone(), spec, opening, os_creator)
-                        .map(|segment| (segment, false))
+                // Each turn needs another creator to die initialising, or a
+                // segment to vanish between our lookup and our attach.
+                let mut turns_left = 16;
+                loop {
+                    let (region, backend, created, os_creator) =
+                        match os::open_or_create_sysv(location, spec.segment_len(), opening.mode) {
+                            Ok(found) => found,
+                            // Found by key, then removed and destroyed before
+                            // we attached (a racer took a dead creator's
+                            // segment over): look the key up again.
+                            Err(Error::Sys(shm_sys::Error::NotFound { .. })) if turns_left > 1 => {
+                                turns_left -= 1;
+                                continue;
+                            }
+                            Err(other) => return Err(other),
+                        };
+                    if created {
+                        return Segment::initialise(region, backend, location.clone(), spec, init)
+                            .map(|segment| (segment, true));
+                    }
+                    let wait = Wait {
+                        timeout: opening.init_timeout,
+                        os_creator,
+                    };
+                    match header::open(&region, location, spec, wait) {
+                        Ok(_) => {
+                            return Ok((Segment::wrap(region, backend, location.clone()), false))
+                        }
+                        Err(error @ Error::CreatorDied { .. }) => {
+                            turns_left -= 1;
+                            // Still mapped, so it cannot have been destroyed
+                            // and its id not reused: look once more.
+                            if turns_left == 0 || !header::died_initialising(&region, os_creator) {
+                                return Err(error);
+                            }
+                            match os::remove_backend(&backend) {
+                                // We removed it, or another racer did first.
+                                Ok(()) | Err(Error::Sys(shm_sys::Error::NotFound { .. })) => {}
+                                // Not allowed to remove it: the creator's
+                                // death is the answer.
+                                Err(_) => return Err(error),
+                            }
+                        }
+                        Err(other) => return Err(other),
+                    }
                 }
             }
             Location::Posix(_) => loop {

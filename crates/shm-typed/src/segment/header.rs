@@ -2,18 +2,19 @@
 //! it; an opener waits for `ready`, copies it out and validates it against
 //! what it expects (a [`Spec`]). The bytes themselves are [`format`](crate::format)'s.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
 use crate::error::{Error, Result, TypeDescription};
+use crate::fault;
 use crate::location::Location;
 use crate::lock::ShmMutex;
 use crate::segment::format::{
-    CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK, CREATOR_PID_OFFSET,
-    FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
-    TYPE_NAME_CAPACITY,
+    CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK,
+    CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_START_OFFSET, FORMAT_VERSION,
+    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET, TYPE_NAME_CAPACITY,
 };
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
@@ -99,6 +100,16 @@ impl Spec {
     }
 }
 
+fn atomic_u64(region: &Region, offset: usize) -> &AtomicU64 {
+    let pointer = region
+        .pointer(offset, 8, 8)
+        .expect("header word inside the region");
+    // SAFETY: in bounds and 8-aligned (checked); the region outlives the
+    // reference; every access this crate makes to this word is atomic (the
+    // header copy reads it with atomic loads too).
+    unsafe { AtomicU64::from_ptr(pointer.cast()) }
+}
+
 fn atomic_u32(region: &Region, offset: usize) -> &AtomicU32 {
     let pointer = region
         .pointer(offset, 4, 4)
@@ -136,18 +147,37 @@ pub(crate) fn initialize(
         });
     }
     let pid = sys::current_pid();
-    // Claim: the first thing written, so openers know whom to watch.
-    if atomic_u32(region, CREATOR_PID_OFFSET)
+    let claim = atomic_u32(region, CREATOR_PID_OFFSET);
+    let not_blank = || Error::Corrupted {
+        location: location.clone(),
+        what: "a segment we created is not blank".into(),
+    };
+    if claim.load(Ordering::Acquire) != 0 {
+        return Err(not_blank());
+    }
+    let start_time = match sys::task_state(pid) {
+        TaskState::Alive(start) => start,
+        TaskState::Dead => 0,
+    };
+    let pid_namespace = sys::pid_namespace();
+    // The rest of the creator record goes first, so that whoever sees the
+    // claim also sees in which pid namespace its pid means something (see
+    // `creator_verdict`). Nobody else writes a segment we created.
+    atomic_u64(region, CREATOR_START_OFFSET).store(start_time, Ordering::Relaxed);
+    atomic_u64(region, CREATOR_NAMESPACE_OFFSET).store(pid_namespace, Ordering::Relaxed);
+    fault::point("init:after-record");
+    // Claim (Release: the record above comes with it), so openers know whom
+    // to watch.
+    if claim
         .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
-        return Err(Error::Corrupted {
-            location: location.clone(),
-            what: "a segment we created is not blank".into(),
-        });
+        return Err(not_blank());
     }
+    fault::point("init:after-claim");
     let state = atomic_u32(region, STATE_OFFSET);
     state.store(State::Initializing.code(), Ordering::Relaxed);
+    fault::point("init:after-state");
 
     let header = Header {
         magic: MAGIC,
@@ -160,11 +190,8 @@ pub(crate) fn initialize(
         creator: CreatorRecord {
             pid,
             uid: sys::current_uid(),
-            start_time: match sys::task_state(pid) {
-                TaskState::Alive(start) => start,
-                TaskState::Dead => 0,
-            },
-            pid_namespace: sys::pid_namespace(),
+            start_time,
+            pid_namespace,
         },
         reserved: [0; 88],
     };
@@ -172,8 +199,11 @@ pub(crate) fn initialize(
     // Everything but the state word, which only ever changes atomically.
     region.write_bytes(0, &bytes[..STATE_OFFSET]);
     region.write_bytes(STATE_OFFSET + 4, &bytes[STATE_OFFSET + 4..]);
+    fault::point("init:after-header");
     lock_of(region).set_namespace(sys::current_domain());
+    fault::point("init:after-lock");
     write_payload(region);
+    fault::point("init:after-payload");
     // Release: an opener that reads `ready` (Acquire) sees all of the above.
     state.store(State::Ready.code(), Ordering::Release);
     sys::futex_wake(state, u32::MAX);
@@ -286,19 +316,12 @@ fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
             Some(State::Ready) => return Ok(()),
             Some(State::Uninitialized | State::Initializing) => {
                 check_magic_if_written(region, location)?;
-                let claimant = atomic_u32(region, CREATOR_PID_OFFSET).load(Ordering::Acquire);
-                let creator = if claimant != 0 {
-                    Some(claimant)
-                } else {
-                    wait.os_creator
-                };
-                if let Some(pid) = creator {
-                    // Judge one observation: a creator that published `ready`
-                    // and exited between our load of the state and the check
-                    // is not a creator that died initialising.
-                    if sys::task_state(pid) == TaskState::Dead
-                        && state_word.load(Ordering::Acquire) == state
-                    {
+                let (creator, verdict) = creator_verdict(region, wait.os_creator);
+                // Judge one observation: a creator that published `ready` and
+                // exited between our load of the state and the verdict is not
+                // a creator that died initialising.
+                if let (Some(pid), Verdict::Dead { .. }) = (creator, verdict) {
+                    if state_word.load(Ordering::Acquire) == state {
                         return Err(Error::CreatorDied {
                             location: location.clone(),
                             pid,
@@ -332,6 +355,76 @@ fn wait_ready(region: &Region, location: &Location, wait: Wait) -> Result<()> {
             }
         }
     }
+}
+
+/// What an opener can say of a segment's creator while the segment is not
+/// ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Alive, or an answer we cannot trust (its pid may have been reused).
+    Alive,
+    /// Dead: it will never publish `ready`. `verified` when its pid was
+    /// judged in the pid namespace it was written in (a record that names
+    /// ours, or the kernel's `shm_cpid`); a claim without a record (written by
+    /// hand, or by a creator that died between claim and record in an older
+    /// build) is judged by pid alone, which is enough to report the death but
+    /// not to act on it.
+    Dead { verified: bool },
+    /// No creator to judge, or one whose pid means nothing here (another pid
+    /// namespace, or one we could not read).
+    Unknown,
+}
+
+/// Whom to watch while a segment is not ready, and whether they are dead: the
+/// claimant in the header, or before any claim the OS's creator (System V
+/// `shm_cpid`, already translated into our pid namespace by the kernel, 0 when
+/// the creator is not visible from it).
+///
+/// A claimant is judged only when its record names our pid namespace: a
+/// creator writes its record before its claim, so the record seen with the
+/// claim is its own. A pid that is alive is alive even if it was reused
+/// (waiting longer is the safe error); `Dead` is final, which is what makes
+/// taking a dead creator's segment over safe.
+pub(crate) fn creator_verdict(region: &Region, os_creator: Option<u32>) -> (Option<u32>, Verdict) {
+    let claimant = atomic_u32(region, CREATOR_PID_OFFSET).load(Ordering::Acquire);
+    if claimant != 0 {
+        let namespace = atomic_u64(region, CREATOR_NAMESPACE_OFFSET).load(Ordering::Relaxed);
+        let ours = sys::pid_namespace();
+        return match namespace {
+            0 => (Some(claimant), judge(claimant, false)),
+            _ if namespace == ours => (Some(claimant), judge(claimant, true)),
+            _ => (Some(claimant), Verdict::Unknown),
+        };
+    }
+    match os_creator {
+        Some(pid) if pid != 0 => (Some(pid), judge(pid, true)),
+        _ => (None, Verdict::Unknown),
+    }
+}
+
+fn judge(pid: u32, verified: bool) -> Verdict {
+    match sys::process_state(pid) {
+        TaskState::Dead => Verdict::Dead { verified },
+        TaskState::Alive(_) => Verdict::Alive,
+    }
+}
+
+/// Whether the segment is not ready and its creator verifiably died (see
+/// [`Verdict`]): what an opener must know before it removes the segment to
+/// make a fresh one.
+pub(crate) fn died_initialising(region: &Region, os_creator: Option<u32>) -> bool {
+    if region.len() < PAYLOAD_OFFSET {
+        return false;
+    }
+    let state = atomic_u32(region, STATE_OFFSET).load(Ordering::Acquire);
+    let not_ready = matches!(
+        State::from_code(state),
+        Some(State::Uninitialized | State::Initializing)
+    );
+    let verdict = creator_verdict(region, os_creator).1;
+    not_ready
+        && verdict == Verdict::Dead { verified: true }
+        && atomic_u32(region, STATE_OFFSET).load(Ordering::Acquire) == state
 }
 
 /// A segment whose magic is neither blank nor ours is not ours: say so at once

@@ -9,6 +9,7 @@ use shm_sys::sysv::{Access, Segment};
 use shm_sys::{Key, Mode};
 
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::location::Location;
 use crate::segment::format::PAYLOAD_OFFSET;
 use crate::segment::region::Region;
@@ -66,6 +67,7 @@ pub(crate) fn create_backend(
                 other => sysv_key(other)?,
             };
             let segment = Segment::options(key).size(len).mode(mode).create()?;
+            fault::point("create:after-shmget");
             let mapping = match segment.attach() {
                 Ok(mapping) => mapping,
                 Err(error) => {
@@ -73,6 +75,7 @@ pub(crate) fn create_backend(
                     return Err(error.into());
                 }
             };
+            fault::point("create:after-attach");
             // A private segment is found by id from now on.
             let location = match location {
                 Location::Private => Location::Id(segment.id()),
@@ -190,6 +193,9 @@ pub(crate) fn open_or_create_sysv(
         .size(len)
         .mode(mode)
         .open_or_create()?;
+    if created {
+        fault::point("create:after-shmget");
+    }
     let mapping = match segment.attach() {
         Ok(mapping) => mapping,
         Err(error) => {
@@ -199,6 +205,9 @@ pub(crate) fn open_or_create_sysv(
             return Err(error.into());
         }
     };
+    if created {
+        fault::point("create:after-attach");
+    }
     let os_creator = segment.stat().ok().map(|info| info.cpid);
     Ok((
         Region::from_mapping(mapping),
