@@ -10,6 +10,8 @@ use shm_sys::Key;
 use shm_typed::format::Kind;
 use shm_typed::{describe, Description, EntryInfo, Region};
 
+use crate::users::{posix_users, FileId, PosixObject};
+
 pub(crate) type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
 
 /// What a command line names: `0x5eed` (key), `42` (id), `path:proj` (ftok),
@@ -89,26 +91,34 @@ fn describe_sysv(id: i32) -> Option<Description> {
     describe(&Region::from_mapping(mapping))
 }
 
-fn describe_posix(name: &str) -> Option<(usize, Description)> {
+/// Our header, if the POSIX object `name` has one (mapped read-only for a
+/// moment, and unmapped again before this returns).
+pub(crate) fn describe_posix(name: &str) -> Option<PosixObject> {
     let object = PosixSegment::open_read_only(name).ok()?;
     let size = object.size().ok()?;
+    let file = FileId::of_fd(&object).ok();
     let mapping = object.map_read_only().ok()?;
-    Some((size, describe(&Region::from_mapping(mapping))?))
+    Some(PosixObject {
+        name: object.name().to_owned(),
+        size,
+        file,
+        description: describe(&Region::from_mapping(mapping))?,
+    })
 }
 
 /// Our POSIX objects: names in /dev/shm whose contents start with our header.
-fn our_posix_objects() -> Vec<(String, usize, Description)> {
+pub(crate) fn our_posix_objects() -> Vec<PosixObject> {
     let Ok(entries) = std::fs::read_dir("/dev/shm") else {
         return Vec::new();
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = format!("/{}", entry.file_name().to_string_lossy());
-        if let Some((size, description)) = describe_posix(&name) {
-            found.push((name, size, description));
+        if let Some(object) = describe_posix(&name) {
+            found.push(object);
         }
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.sort_by(|a, b| a.name.cmp(&b.name));
     found
 }
 
@@ -239,6 +249,16 @@ struct SysvListedJson {
 struct PosixListedJson {
     name: String,
     bytes: usize,
+    /// Processes other than this `shm` that map the object or hold it open,
+    /// each counted once.
+    users: usize,
+    /// Processes that map it (`/proc/<pid>/maps`).
+    mapped_by: usize,
+    /// Processes that hold a descriptor open on it (`/proc/<pid>/fd`).
+    open_by: usize,
+    /// Whether every process's /proc entries could be read; if not, the
+    /// three counts are lower bounds.
+    users_complete: bool,
     ours: OursJson,
 }
 
@@ -346,6 +366,10 @@ pub fn list(json: bool) -> Result {
     let segments = sysv::list()?;
     let decoded: Vec<Option<Description>> = segments.iter().map(|s| describe_sysv(s.id)).collect();
     let posix = our_posix_objects();
+    let (posix_users, scan) = posix_users(&posix);
+    if let (false, Some(gap)) = (posix.is_empty(), scan.gap()) {
+        eprintln!("shm: note: POSIX user counts may be low: {gap}");
+    }
     if json {
         let mut items = Vec::with_capacity(segments.len() + posix.len());
         for (info, description) in segments.iter().zip(&decoded) {
@@ -360,11 +384,15 @@ pub fn list(json: bool) -> Result {
                 ours: description.as_ref().map(OursJson::of),
             }));
         }
-        for (name, size, description) in &posix {
+        for (object, users) in posix.iter().zip(&posix_users) {
             items.push(ListedJson::Posix(PosixListedJson {
-                name: name.clone(),
-                bytes: *size,
-                ours: OursJson::of(description),
+                name: object.name.clone(),
+                bytes: object.size,
+                users: users.users,
+                mapped_by: users.mapped_by,
+                open_by: users.open_by,
+                users_complete: users.complete,
+                ours: OursJson::of(&object.description),
             }));
         }
         return say_json(&items);
@@ -404,15 +432,18 @@ pub fn list(json: bool) -> Result {
             fill
         );
     }
-    for (name, size, d) in &posix {
-        let (kind, type_name, state, lock, fill) = table_columns(d);
+    for (object, users) in posix.iter().zip(&posix_users) {
+        let (kind, type_name, state, lock, fill) = table_columns(&object.description);
+        // The nattch column: the processes using the object; `N+` when the
+        // scan could not look at every process.
+        let users = format!("{}{}", users.users, if users.complete { "" } else { "+" });
         say!(
             "{:<21} {:<6} {:<6} {:<10} {:<6} {:<11} {:<11} {:<20} {:<8} {:<16} {}",
-            printable(name),
+            printable(&object.name),
             "-",
             "-",
-            size,
-            "-",
+            object.size,
+            users,
             "posix",
             kind,
             type_name,
@@ -508,7 +539,7 @@ pub fn inspect(target: &str, json: bool) -> Result {
         Target::Posix(name) => {
             let object = PosixSegment::open_read_only(&name)?;
             let bytes = object.size()?;
-            let description = describe_posix(&name).map(|(_, description)| description);
+            let description = describe_posix(&name).map(|object| object.description);
             let entries = entries_if_store(description.as_ref(), || object.map_read_only());
             if json {
                 return say_json(&InspectedJson::Posix(PosixInspectedJson {
@@ -621,6 +652,7 @@ pub fn remove(target: Option<&str>, force: bool, stale: bool) -> Result {
                 removed += 1;
             }
         }
+        removed += crate::users::remove_stale_posix(&our_posix_objects(), describe_posix)?;
         say!("{removed} stale segment(s) removed");
         return Ok(());
     }
