@@ -53,7 +53,10 @@ there may be more users. --json gives \"users\" (the same count), \"mapped_by\" 
 
 /// What `rm --stale` removes.
 const STALE_NOTE: &str = "With --stale, each System V segment that nobody is attached to \
-(nattch 0) and that starts with our header is removed. A POSIX object in /dev/shm is removed \
+(nattch 0) and that starts with our header is removed, and so is one that never became ready \
+because its creator died while making it (shm ls shows it as unready, or as blank when the \
+creator died before writing anything: a segment of all zero bytes, whoever made it, holds no \
+data) when /proc confirms that creator dead in this pid namespace. A POSIX object in /dev/shm is removed \
 (shm_unlink) only if it starts with our header, no process other than this shm maps it or \
 holds it open (counted as by shm ls: /proc/<pid>/maps and /proc/<pid>/fd), and /proc confirms \
 that the creator its header records (pid and start time, in this pid namespace) is dead; all \

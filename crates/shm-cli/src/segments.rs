@@ -7,8 +7,8 @@ use serde::Serialize;
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::{self, Segment, SegmentInfo};
 use shm_sys::Key;
-use shm_typed::format::Kind;
-use shm_typed::{describe, Description, EntryInfo, Region};
+use shm_typed::format::{Kind, State};
+use shm_typed::{describe, describe_unready, Description, EntryInfo, Region, Unready};
 
 use crate::users::{posix_users, FileId, PosixObject};
 
@@ -89,6 +89,46 @@ fn print_store_entries(entries: &std::result::Result<Vec<EntryInfo>, String>) {
 fn describe_sysv(id: i32) -> Option<Description> {
     let mapping = Segment::from_id(id).ok()?.attach_read_only().ok()?;
     describe(&Region::from_mapping(mapping))
+}
+
+/// For a segment without a ready header of ours: whether it is one a creator
+/// of ours began (or blank), and whether that creator verifiably died.
+fn describe_sysv_unready(info: &SegmentInfo) -> Option<Unready> {
+    let mapping = Segment::from_id(info.id).ok()?.attach_read_only().ok()?;
+    describe_unready(&Region::from_mapping(mapping), Some(info.cpid))
+}
+
+/// The state column for such a segment: its state word, and its creator.
+fn unready_state(unready: &Unready) -> String {
+    let creator = match (unready.creator, unready.creator_dead) {
+        (Some(pid), true) => format!(", creator {pid} dead"),
+        (Some(pid), false) => format!(", creator {pid}"),
+        (None, _) => String::new(),
+    };
+    format!("{}{creator}", unready.state.name())
+}
+
+/// `ls --json`'s view of a segment that is not ready.
+#[derive(Debug, Serialize)]
+struct UnreadyJson {
+    /// `uninitialised` or `initialising`.
+    state: &'static str,
+    /// Whether every byte is zero.
+    blank: bool,
+    creator: Option<u32>,
+    /// Whether the creator verifiably died: the segment will never be ready.
+    creator_dead: bool,
+}
+
+impl UnreadyJson {
+    fn of(unready: &Unready) -> UnreadyJson {
+        UnreadyJson {
+            state: unready.state.name(),
+            blank: unready.blank,
+            creator: unready.creator,
+            creator_dead: unready.creator_dead,
+        }
+    }
 }
 
 /// Our header, if the POSIX object `name` has one (mapped read-only for a
@@ -243,6 +283,10 @@ struct SysvListedJson {
     nattch: u64,
     status: &'static str,
     ours: Option<OursJson>,
+    /// For a segment without a ready header of ours: one that a creator of
+    /// ours began (or that is blank), never finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unready: Option<UnreadyJson>,
 }
 
 #[derive(Debug, Serialize)]
@@ -365,6 +409,14 @@ pub fn list(json: bool) -> Result {
     // headers) do not show in the counts.
     let segments = sysv::list()?;
     let decoded: Vec<Option<Description>> = segments.iter().map(|s| describe_sysv(s.id)).collect();
+    let unready: Vec<Option<Unready>> = segments
+        .iter()
+        .zip(&decoded)
+        .map(|(info, description)| match description {
+            Some(_) => None,
+            None => describe_sysv_unready(info),
+        })
+        .collect();
     let posix = our_posix_objects();
     let (posix_users, scan) = posix_users(&posix);
     if let (false, Some(gap)) = (posix.is_empty(), scan.gap()) {
@@ -372,7 +424,7 @@ pub fn list(json: bool) -> Result {
     }
     if json {
         let mut items = Vec::with_capacity(segments.len() + posix.len());
-        for (info, description) in segments.iter().zip(&decoded) {
+        for ((info, description), unready) in segments.iter().zip(&decoded).zip(&unready) {
             items.push(ListedJson::Sysv(SysvListedJson {
                 key: info.key.to_string(),
                 id: info.id,
@@ -382,6 +434,7 @@ pub fn list(json: bool) -> Result {
                 nattch: info.nattch,
                 status: status(info),
                 ours: description.as_ref().map(OursJson::of),
+                unready: unready.as_ref().map(UnreadyJson::of),
             }));
         }
         for (object, users) in posix.iter().zip(&posix_users) {
@@ -411,10 +464,17 @@ pub fn list(json: bool) -> Result {
         "state",
         "lock"
     );
-    for (info, description) in segments.iter().zip(&decoded) {
-        let (kind, type_name, state, lock, fill) = match description {
-            Some(d) => table_columns(d),
-            None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+    for ((info, description), unready) in segments.iter().zip(&decoded).zip(&unready) {
+        let (kind, type_name, state, lock, fill) = match (description, unready) {
+            (Some(d), _) => table_columns(d),
+            (None, Some(u)) => (
+                if u.blank { "blank" } else { "unready" }.into(),
+                "-".into(),
+                unready_state(u),
+                "-".into(),
+                "-".into(),
+            ),
+            (None, None) => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         say!(
             "{:<10} {:<10} {:<6} {:<6o} {:<10} {:<6} {:<11} {:<11} {:<20} {:<8} {:<16} {}",
@@ -461,9 +521,15 @@ fn table_columns(d: &Description) -> (String, String, String, String, String) {
         kind_name(d),
         printable(&d.header.type_description().name),
         format!(
-            "{}/v{}",
+            "{}/v{}{}",
             state_name(d.header.state),
-            d.header.format_version
+            d.header.format_version,
+            // Not ready and never to be: say why.
+            if d.header.state != State::Ready.code() && !d.creator_alive {
+                format!(", creator {} dead", d.header.creator.pid)
+            } else {
+                String::new()
+            }
         ),
         lock_text(d),
         fill(d).unwrap_or_else(|| "-".to_owned()),
@@ -641,14 +707,23 @@ pub fn remove(target: Option<&str>, force: bool, stale: bool) -> Result {
             if info.nattch != 0 || info.marked_for_removal {
                 continue;
             }
-            if describe_sysv(info.id).is_none() {
-                continue; // not ours: never touched
-            }
+            let why = if describe_sysv(info.id).is_some() {
+                String::new()
+            } else {
+                match describe_sysv_unready(&info) {
+                    // Never to be ready: its creator died initialising (or,
+                    // blank, before writing anything: no data in it).
+                    Some(unready) if unready.creator_dead => {
+                        format!(": never initialised, {}", unready_state(&unready))
+                    }
+                    _ => continue, // not ours, or still being made: never touched
+                }
+            };
             // Attaching to read the header made nattch 1 for a moment; look again.
             let segment = Segment::from_id(info.id)?;
             if segment.stat()?.nattch == 0 {
                 segment.remove()?;
-                say!("removed stale segment {} (key {})", info.id, info.key);
+                say!("removed stale segment {} (key {}){why}", info.id, info.key);
                 removed += 1;
             }
         }
