@@ -148,3 +148,185 @@ fn an_object_held_open_by_a_live_process_is_not_stale() {
     let said = run_ok(&["rm", "--stale"]);
     assert!(!exists(&name), "{said}");
 }
+
+/// The `shm ls --json` object of the POSIX object `name`.
+fn listed(name: &str) -> serde_json::Value {
+    let listing: serde_json::Value =
+        serde_json::from_str(&run_ok(&["ls", "--json"])).expect("ls --json is JSON");
+    listing
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|item| item["backend"] == "posix" && item["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in shm ls --json"))
+}
+
+/// A count (`users`, `mapped_by`, `open_by`) of a listed object.
+fn count(entry: &serde_json::Value, field: &str) -> u64 {
+    entry[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count {field:?} in {entry}"))
+}
+
+/// The bytes of the object `name`, read through its file (no mapping).
+fn bytes_of(name: &str) -> Vec<u8> {
+    std::fs::read(format!("/dev/shm/{}", name.trim_start_matches('/'))).expect("reading it")
+}
+
+/// Which objects `shm rm --stale` said it removed (on the whole host: a
+/// stale object of ours that something else left may be among them).
+fn removed_by(said: &str) -> Vec<&str> {
+    said.lines()
+        .filter_map(|line| line.strip_prefix("removed stale POSIX object "))
+        .collect()
+}
+
+/// An object of ours whose creator was SIGKILLed and reaped: nobody uses it.
+fn orphan(name: &str) {
+    Holder::start(name, 7).kill();
+    assert!(exists(name), "{name} went with its creator");
+}
+
+#[test]
+fn an_object_only_a_live_process_maps_is_kept_intact_until_unmapped() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let name = format!("/{}", unique("stale-mapped"));
+    let _guard = UnlinkPosix(name.clone());
+    orphan(&name);
+    // This process maps it; the descriptor is closed again at once, so the
+    // mapping alone keeps it (its creator is dead).
+    let mapping = shm_sys::posix::PosixSegment::open_read_only(&name)
+        .and_then(|object| object.map_read_only())
+        .expect("mapping it");
+    let before = bytes_of(&name);
+
+    let entry = listed(&name);
+    assert!(count(&entry, "mapped_by") >= 1, "{entry}");
+    assert_eq!(count(&entry, "open_by"), 0, "{entry}");
+    assert!(count(&entry, "users") >= 1, "{entry}");
+    assert_eq!(entry["ours"]["creator_alive"], false, "{entry}");
+    assert_ne!(users_in_table(&name), "0");
+    let said = run_ok(&["rm", "--stale"]);
+    assert!(!removed_by(&said).contains(&name.as_str()), "{said}");
+    assert!(exists(&name), "mapped: kept\n{said}");
+    assert_eq!(bytes_of(&name), before, "intact");
+
+    drop(mapping);
+    assert_eq!(users_in_json(&name), 0);
+    let said = run_ok(&["rm", "--stale"]);
+    assert!(removed_by(&said).contains(&name.as_str()), "{said}");
+    assert!(!exists(&name), "{said}");
+}
+
+#[test]
+fn a_mapping_of_an_unlinked_object_does_not_count_for_its_successor() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let name = format!("/{}", unique("stale-successor"));
+    let _guard = UnlinkPosix(name.clone());
+    orphan(&name);
+    // Mapped here, then unlinked: /proc/self/maps shows
+    // "/dev/shm/<name> (deleted)". A new orphan of ours under the same name.
+    let old = shm_sys::posix::PosixSegment::open_read_only(&name)
+        .and_then(|object| object.map_read_only())
+        .expect("mapping the first object");
+    shm_sys::posix::PosixSegment::unlink(&name).unwrap();
+    orphan(&name);
+
+    let entry = listed(&name);
+    assert_eq!(count(&entry, "users"), 0, "{entry}");
+    assert_eq!(users_in_table(&name), "0");
+    let said = run_ok(&["rm", "--stale"]);
+    assert!(removed_by(&said).contains(&name.as_str()), "{said}");
+    assert!(!exists(&name), "{said}");
+    drop(old);
+}
+
+#[test]
+fn objects_that_are_not_ours_are_never_touched_whatever_their_bytes() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let names: Vec<String> = ["garbage", "zeros", "misspelt"]
+        .iter()
+        .map(|tag| format!("/{}", unique(&format!("stale-foreign-{tag}"))))
+        .collect();
+    let _guards: Vec<UnlinkPosix> = names.iter().cloned().map(UnlinkPosix).collect();
+    let path = |name: &str| format!("/dev/shm/{}", name.trim_start_matches('/'));
+    // Arbitrary bytes; all zeros (where a creator of ours starts from); and
+    // one of ours, its creator killed, whose magic is then misspelt.
+    std::fs::write(
+        path(&names[0]),
+        (0..8192u32).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    std::fs::write(path(&names[1]), vec![0u8; 8192]).unwrap();
+    orphan(&names[2]);
+    let mut misspelt = bytes_of(&names[2]);
+    misspelt[0] ^= 0x20;
+    std::fs::write(path(&names[2]), misspelt).unwrap();
+    let before: Vec<Vec<u8>> = names.iter().map(|name| bytes_of(name)).collect();
+
+    let listing = run_ok(&["ls", "--json"]);
+    let said = run_ok(&["rm", "--stale"]);
+    for (name, before) in names.iter().zip(&before) {
+        assert!(
+            !listing.contains(name.as_str()),
+            "listed as ours: {listing}"
+        );
+        assert!(!said.contains(name.as_str()), "{said}");
+        assert_eq!(&bytes_of(name), before, "{name} changed");
+    }
+}
+
+#[test]
+fn help_says_what_ls_counts_and_rm_stale_removes() {
+    let ls = run_ok(&["ls", "--help"]);
+    for words in [
+        "/proc/<pid>/maps",
+        "/proc/<pid>/fd",
+        "(deleted)",
+        "other than this shm",
+        "opened the object but not mapped",
+        "\"users\"",
+        "\"mapped_by\"",
+        "\"open_by\"",
+        "N+",
+    ] {
+        assert!(ls.contains(words), "shm ls --help lacks {words:?}:\n{ls}");
+    }
+    let rm = run_ok(&["rm", "--help"]);
+    for words in [
+        "POSIX",
+        "our header",
+        "maps it or holds it open",
+        "creator",
+        "is dead",
+        "checked again",
+        "never touched",
+    ] {
+        assert!(rm.contains(words), "shm rm --help lacks {words:?}:\n{rm}");
+    }
+}
+
+#[test]
+fn an_unused_object_whose_creator_lives_is_kept() {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let name = format!("/{}", unique("stale-creator-alive"));
+    let _guard = UnlinkPosix(name.clone());
+    // Made by this process, which then lets go of it: nobody uses it, but
+    // its creator lives.
+    drop(Shared::<u64>::create(Location::Posix(name.clone()), 5).unwrap());
+    let entry = listed(&name);
+    assert_eq!(count(&entry, "users"), 0, "{entry}");
+    assert_eq!(entry["ours"]["creator_alive"], true, "{entry}");
+    let said = run_ok(&["rm", "--stale"]);
+    assert!(!said.contains(name.as_str()), "{said}");
+    assert!(exists(&name), "its creator lives: kept\n{said}");
+}
