@@ -1,0 +1,9 @@
+//! Fuzz target `store`: see `drive::store` in fuzz/drive.rs.
+#![no_main]
+
+#[path = "../drive.rs"]
+mod drive;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    drive::store(data);
+});
