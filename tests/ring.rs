@@ -302,6 +302,11 @@ fn scribbling_on_indices_and_claims_gives_only_corrupted_errors_or_data() {
                             scribbler
                                 .write_at(PAYLOAD_OFFSET + 388, &0u32.to_ne_bytes())
                                 .unwrap();
+                            // The consumer claim: a scribble may name a live
+                            // process, or one of another pid namespace.
+                            scribbler
+                                .write_at(PAYLOAD_OFFSET + 392, &0u64.to_ne_bytes())
+                                .unwrap();
                         }
                         Err(other) => panic!("reclaim: {other}"),
                     }

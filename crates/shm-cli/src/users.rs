@@ -617,6 +617,8 @@ mod tests {
             uid: 0,
             start_time,
             pid_namespace,
+            token: 0,
+            registry: 0,
         };
         let me = std::process::id();
         assert!(!creator_confirmed_dead(&creator(me, start, own_namespace)));

@@ -53,6 +53,7 @@ pub mod mapping;
 pub mod memfd;
 pub mod mode;
 pub mod posix;
+pub mod sem;
 pub mod sysv;
 
 pub use error::{Errno, Error, Result, Target};

@@ -202,3 +202,61 @@ fn info_command<T: Copy>(command: i32) -> Result<(i32, T), Errno> {
     let value = unsafe { buffer.as_ptr().cast::<T>().read() };
     Ok((result, value))
 }
+
+/// `semget(key, count, flags)`.
+pub(crate) fn semget(key: i32, count: i32, flags: i32) -> Result<i32, Errno> {
+    // SAFETY: semget takes no pointers; any argument values are safe to pass.
+    let id = unsafe { libc::semget(key, count, flags) };
+    if id < 0 {
+        Err(last_errno())
+    } else {
+        Ok(id)
+    }
+}
+
+/// `semop(id, ops, len)`: all of `ops` at once, or none.
+pub(crate) fn semop(id: i32, ops: &mut [libc::sembuf]) -> Result<(), Errno> {
+    // SAFETY: `ops` is a valid, writable array of `ops.len()` sembufs for the
+    // duration of the call; the kernel only reads it.
+    let result = unsafe { libc::semop(id, ops.as_mut_ptr(), ops.len()) };
+    if result < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// `semctl(id, index, GETVAL)`.
+pub(crate) fn semctl_value(id: i32, index: i32) -> Result<i32, Errno> {
+    // SAFETY: GETVAL takes no fourth argument and writes no memory.
+    let value = unsafe { libc::semctl(id, index, libc::GETVAL) };
+    if value < 0 {
+        Err(last_errno())
+    } else {
+        Ok(value)
+    }
+}
+
+/// `semctl(id, 0, IPC_STAT, ..)`.
+pub(crate) fn semctl_stat(id: i32) -> Result<libc::semid_ds, Errno> {
+    let mut ds = MaybeUninit::<libc::semid_ds>::zeroed();
+    // SAFETY: IPC_STAT's fourth argument (a `union semun`) is a pointer to a
+    // semid_ds, which `ds` is, writable; the kernel writes at most one.
+    let result = unsafe { libc::semctl(id, 0, libc::IPC_STAT, ds.as_mut_ptr()) };
+    if result < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: zeroed is a valid semid_ds (plain integers), and the kernel filled it.
+    Ok(unsafe { ds.assume_init() })
+}
+
+/// `semctl(id, 0, IPC_RMID)`.
+pub(crate) fn semctl_remove(id: i32) -> Result<(), Errno> {
+    // SAFETY: IPC_RMID takes no fourth argument and writes no memory.
+    let result = unsafe { libc::semctl(id, 0, libc::IPC_RMID) };
+    if result < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}

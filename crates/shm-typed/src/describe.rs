@@ -3,7 +3,7 @@
 use crate::lock::LockView;
 use crate::ring::{mpmc, spsc};
 use crate::segment::format::{
-    Header, Kind, State, CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, FORMAT_VERSION, HEADER_SIZE,
+    Header, Kind, State, CREATOR_PID_OFFSET, CREATOR_REGISTRY_OFFSET, FORMAT_VERSION, HEADER_SIZE,
     LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
 };
 use crate::segment::header::{creator_verdict, Verdict};
@@ -129,7 +129,7 @@ pub fn describe_unready(region: &Region, os_creator: Option<u32>) -> Option<Unre
     if header.magic != MAGIC {
         let first_words = [
             STATE_OFFSET..STATE_OFFSET + 4,
-            CREATOR_PID_OFFSET..CREATOR_NAMESPACE_OFFSET + 8,
+            CREATOR_PID_OFFSET..CREATOR_REGISTRY_OFFSET + 8,
         ];
         if header.magic != [0; 8] || !rest_zero || !header_bytes_zero_but(region, &first_words) {
             return None;
@@ -192,6 +192,7 @@ fn fill_decoder(kind: Kind) -> Option<FillDecoder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::format::CREATOR_NAMESPACE_OFFSET;
 
     #[test]
     fn crafted_ring_fill_levels_near_u64_max() {

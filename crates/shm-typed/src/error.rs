@@ -162,8 +162,10 @@ pub enum Error {
         holder: u32,
     },
     /// The lock's holder may have died, but it lives in another pid namespace, so
-    /// its thread id means nothing here and recovery is refused.
-    #[error("{location}: lock holder tid {holder} is in pid namespace {theirs}, we are in {ours}; cannot check whether it is alive")]
+    /// its thread id means nothing here, and it left no kernel token we can
+    /// read (System V semaphores unavailable, another user, another IPC
+    /// namespace: see the crate's liveness guarantees), so recovery is refused.
+    #[error("{location}: lock holder tid {holder} is in pid namespace {theirs}, we are in {ours}, and left no kernel token we can read; cannot check whether it is alive")]
     ForeignNamespace {
         /// The segment.
         location: Location,

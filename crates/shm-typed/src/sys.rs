@@ -224,17 +224,45 @@ mod imp {
     enum Stat {
         /// State letter and start time.
         Read(char, StartTime),
-        /// No such task (any more).
+        /// No `/proc` entry: no such task any more, or one `/proc` does not
+        /// show. Dead only if `kill` agrees.
         Gone,
-        /// Not readable (out of descriptors, `/proc` missing or `hidepid`):
-        /// says nothing about the task.
+        /// Not readable (out of descriptors, `hidepid`, a `/proc` of another
+        /// pid namespace): says nothing about the task, which counts as alive.
         Unknown,
+    }
+
+    /// Whether the `/proc` we see is our own pid namespace's: `/proc/self`
+    /// names our pid. A `/proc` of another pid namespace (a container that
+    /// mounts the host's, or a process that `unshare`d its pid namespace and
+    /// kept the old mount) describes other tasks under the same numbers, so
+    /// nothing read there may decide that a task is dead. Asked once per
+    /// process (a forked child asks again: its pid differs).
+    pub(super) fn proc_is_ours() -> bool {
+        use std::sync::atomic::Ordering;
+        // The pid for which the answer below holds, and the answer.
+        static CHECKED_FOR: AtomicU32 = AtomicU32::new(0);
+        static OURS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let pid = process_id();
+        if CHECKED_FOR.load(Ordering::Acquire) == pid {
+            return OURS.load(Ordering::Relaxed);
+        }
+        let ours = std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|target| target.to_str()?.parse::<u32>().ok())
+            == Some(pid);
+        OURS.store(ours, Ordering::Relaxed);
+        CHECKED_FOR.store(pid, Ordering::Release);
+        ours
     }
 
     /// Reads `/proc/<tid>/stat`: `pid (comm) state ... starttime(22) ...`. The
     /// command name may contain spaces and parentheses, so fields are counted
     /// from the last `)`.
     fn read_stat(tid: u32) -> Stat {
+        if !proc_is_ours() {
+            return Stat::Unknown;
+        }
         let text = match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
             Ok(text) => text,
             Err(error) if error.raw_os_error() == Some(libc_enoent()) => return Stat::Gone,
@@ -262,11 +290,14 @@ mod imp {
     }
 
     /// Whether a zombie thread-group leader still has live threads (its
-    /// process goes on: `/proc/<pid>/task` lists more than the leader).
+    /// process goes on: `/proc/<pid>/task` lists more than the leader). A
+    /// directory that cannot be read says nothing, so it counts as live
+    /// threads (alive); only a directory that is gone (reaped) does not.
     fn has_live_threads(pid: u32) -> bool {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|entries| entries.take(2).count() > 1)
-            .unwrap_or(false)
+        match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(entries) => entries.take(2).count() > 1,
+            Err(error) => error.raw_os_error() != Some(libc_enoent()),
+        }
     }
 
     /// [`task_state`] for a process: a process whose main thread exited but
@@ -284,10 +315,12 @@ mod imp {
     /// owned by someone else); a killed child that its parent has not reaped yet
     /// still passes that test, so the state letter in `/proc` is checked too.
     ///
-    /// Only a definite answer counts as dead (`ESRCH`, no `/proc` entry, a
-    /// zombie); a `/proc` that cannot be read says alive with start time 0
-    /// (unknown), so a judge never takes a live holder's lock because it ran
-    /// out of descriptors.
+    /// Only a definite answer counts as dead: `ESRCH` from `kill` (also when
+    /// `/proc` has no entry), or a zombie in a `/proc` that is our own pid
+    /// namespace's. A `/proc` that cannot be read, or that belongs to another
+    /// pid namespace, says alive with start time 0 (unknown), so a judge never
+    /// takes a live holder's lock because it ran out of descriptors or looked
+    /// at another namespace's tasks.
     pub(crate) fn task_state(tid: u32) -> TaskState {
         task_state_of(tid).0
     }
@@ -308,8 +341,13 @@ mod imp {
         match read_stat(tid) {
             Stat::Read('Z' | 'X' | 'x', start) => (TaskState::Dead, Some(start)),
             Stat::Read(_, start) => (TaskState::Alive(start), None),
-            // The task vanished between the two checks.
-            Stat::Gone => (TaskState::Dead, None),
+            // No /proc entry: the task vanished between the two checks, or
+            // `/proc` does not show it (not mounted, `hidepid=2`, a task
+            // hidden from us). Only the kernel's own answer decides.
+            Stat::Gone => match rustix::process::test_kill_process(pid) {
+                Err(rustix::io::Errno::SRCH) => (TaskState::Dead, None),
+                _ => (TaskState::Alive(0), None),
+            },
             Stat::Unknown => (TaskState::Alive(0), None),
         }
     }
@@ -318,6 +356,19 @@ mod imp {
     /// namespace. 0 if it cannot be read.
     pub(crate) fn pid_namespace() -> u64 {
         rustix::fs::stat("/proc/self/ns/pid").map_or(0, |stat| stat.st_ino)
+    }
+
+    /// Whether the running kernel is at least `major.minor` (from `uname`;
+    /// false if its release cannot be parsed). Asked once per process.
+    pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
+        static RELEASE: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+        let release = *RELEASE.get_or_init(|| {
+            let name = rustix::system::uname();
+            let text = name.release().to_str().ok()?;
+            let mut parts = text.split(|c: char| !c.is_ascii_digit());
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        });
+        release.is_some_and(|found| found >= (major, minor))
     }
 
     /// The effective user id.
@@ -368,11 +419,14 @@ mod imp {
     pub(crate) fn current_pid() -> u32 {
         999
     }
+    pub(crate) fn kernel_at_least(_major: u32, _minor: u32) -> bool {
+        true
+    }
 }
 
 pub(crate) use imp::{
-    current_domain, current_identity, current_pid, current_uid, pid_namespace, process_state,
-    task_state,
+    current_domain, current_identity, current_pid, current_uid, kernel_at_least, pid_namespace,
+    process_state, task_state,
 };
 #[cfg(test)]
 pub(crate) use imp::{current_start_time, current_tid};
@@ -496,6 +550,17 @@ mod tests {
             TaskState::Dead => {}
             TaskState::Alive(later) => assert!(later >= start),
         }
+    }
+
+    #[test]
+    fn this_kernel_is_known() {
+        assert!(kernel_at_least(3, 0));
+        assert!(!kernel_at_least(999, 0));
+        assert!(proc_is_ours_here());
+    }
+
+    fn proc_is_ours_here() -> bool {
+        super::imp::proc_is_ours()
     }
 
     #[test]

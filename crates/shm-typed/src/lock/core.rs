@@ -8,6 +8,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::liveness::{self, generation, next, FOREIGN, ID_MASK};
+use super::token::{self, Token};
 use super::{
     Acquired, Holder, LockFailure, ACQUISITION_MASK, GENERATION_MASK, INCONSISTENT,
     LIVENESS_INTERVAL, POISONED, SPIN_LIMIT, TID_MASK, WAITERS,
@@ -92,6 +93,11 @@ pub(crate) trait Env<W32> {
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool;
     /// The caller's liveness domain, pid and time namespace (0: unknown).
     fn namespace(&self) -> u64;
+    /// The calling process's kernel-token registry (0: none) and token.
+    fn token(&self) -> (u64, Token);
+    /// Whether the process that recorded `token` in `registry` is dead
+    /// (`None`: cannot tell).
+    fn token_dead(&self, registry: u64, token: Token) -> Option<bool>;
     /// A spin-wait hint.
     fn pause(&self);
     /// Sleeps while `futex` holds `expected`, at most `nap`.
@@ -135,6 +141,15 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
     }
 
     #[inline(always)]
+    fn token(&self) -> (u64, Token) {
+        token::mine(sys::current_pid())
+    }
+
+    fn token_dead(&self, registry: u64, token: Token) -> Option<bool> {
+        token::is_dead(registry, token)
+    }
+
+    #[inline(always)]
     fn pause(&self) {
         spin_loop();
     }
@@ -171,6 +186,8 @@ pub(crate) struct Core<'a, W32, W64> {
     pub(crate) record: &'a W64,
     pub(crate) sequence: &'a W64,
     pub(crate) namespace: &'a W64,
+    pub(crate) token: &'a W64,
+    pub(crate) registry: &'a W64,
 }
 
 /// The holder's tid in an owner word.
@@ -287,10 +304,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
 
             // The same acquisition all through our sleep: is its holder alive?
             let now = self.owner.load(Ordering::Acquire);
-            if now & ACQUISITION_MASK == observed & ACQUISITION_MASK
-                && self.foreign_namespace(env).is_none()
-                && self.holder_dead(env, now)
-            {
+            if now & ACQUISITION_MASK == observed & ACQUISITION_MASK && self.holder_dead(env, now) {
                 if let Some(result) = self.take_over(env, now, id, start, honor_poison) {
                     return result;
                 }
@@ -320,10 +334,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         let would_block = LockFailure::WouldBlock {
             holder: tid_of(observed),
         };
-        if observed & ID_MASK != 0
-            && self.foreign_namespace(env).is_none()
-            && self.holder_dead(env, observed)
-        {
+        if observed & ID_MASK != 0 && self.holder_dead(env, observed) {
             return self
                 .take_over(env, observed, id, start, honor_poison)
                 .unwrap_or(Err(would_block));
@@ -333,7 +344,14 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
 
     #[cold]
     fn timed_out<E: Env<W32>>(&self, env: &E, observed: u64) -> LockFailure {
-        match self.foreign_namespace(env) {
+        // A holder we could judge by its token was judged, and is alive.
+        let judged =
+            liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(observed))
+                .is_some_and(|token| {
+                    env.token_dead(self.registry.load(Ordering::Relaxed), token)
+                        .is_some()
+                });
+        match self.foreign_namespace(env).filter(|_| !judged) {
             Some((ours, theirs)) => LockFailure::ForeignNamespace {
                 holder: tid_of(observed),
                 ours,
@@ -362,10 +380,28 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         liveness::recorded_start(self.record.load(Ordering::Relaxed), generation(owner))
     }
 
-    /// Whether the holder of the acquisition `owner` is dead. A holder of
-    /// another domain cannot be judged: never.
+    /// Whether the holder of the acquisition `owner` is dead: by its kernel
+    /// token if it wrote one that we can read (any domain), else by its id,
+    /// which only a judge of the lock's own domain may read, and only for a
+    /// holder of that domain.
     fn holder_dead<E: Env<W32>>(&self, env: &E, owner: u64) -> bool {
-        owner & FOREIGN == 0 && env.is_dead(tid_of(owner), self.recorded_start(owner))
+        if liveness::impossible_id(tid_of(owner)) {
+            return true;
+        }
+        // Loaded after the owner word (Acquire), as the record is.
+        let recorded =
+            liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(owner));
+        if let Some(token) = recorded {
+            // Its process lives (`Some(false)`) or cannot be judged (`None`):
+            // a thread of it that exited holding the lock is still caught by
+            // its id below.
+            if env.token_dead(self.registry.load(Ordering::Relaxed), token) == Some(true) {
+                return true;
+            }
+        }
+        owner & FOREIGN == 0
+            && self.foreign_namespace(env).is_none()
+            && env.is_dead(tid_of(owner), self.recorded_start(owner))
     }
 
     /// Takes the lock from the dead holder of the acquisition `observed`. `None`
@@ -398,6 +434,11 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
     ) -> Result<Acquired, LockFailure> {
         self.record
             .store(liveness::record(start, generation(won)), Ordering::Relaxed);
+        let token = liveness::own_token(self.registry.load(Ordering::Relaxed), env.token());
+        self.token.store(
+            liveness::token_record(token, generation(won)),
+            Ordering::Relaxed,
+        );
         let flags = self.flags.load(Ordering::Acquire);
         if honor_poison && flags & POISONED != 0 {
             self.release(env);

@@ -42,8 +42,9 @@ pub(crate) const ID_MASK: u64 = 0xffff_ffff;
 /// Bits of the record that carry the generation tag.
 const TAG_BITS: u32 = 24;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
-/// Start times are kept to 40 bits: 348 years of ticks at `USER_HZ` = 100.
-const START_MASK: u64 = (1 << (64 - TAG_BITS)) - 1;
+/// Start times are kept to 39 bits (174 years of ticks at `USER_HZ` = 100), so
+/// that a start-time record never has bit 63, which marks a token record.
+const START_MASK: u64 = (1 << (63 - TAG_BITS)) - 1;
 
 /// The generation of an owner word.
 #[inline(always)]
@@ -74,6 +75,57 @@ pub(crate) const fn recorded_start(record: u64, generation: u32) -> Option<Start
     }
 }
 
+/// The largest process or thread id Linux hands out (`PID_MAX_LIMIT`, 2^22).
+const PID_MAX_LIMIT: u32 = 1 << 22;
+
+/// Whether `id` is larger than any id Linux hands out, in any pid namespace:
+/// written by no live holder, so its holder counts as dead (a peer's
+/// scribble, not a claim).
+#[inline(always)]
+pub(crate) const fn impossible_id(id: u32) -> bool {
+    id > PID_MAX_LIMIT
+}
+
+/// Set in a token record (see [`token_record`]).
+const TOKEN_PRESENT: u64 = 1 << 63;
+
+/// The token record a holder writes after winning generation `generation`:
+/// its kernel token (see [`token`](super::token)) in bits 24-54, bit 63 set,
+/// and the generation's low 24 bits as the tag. 0 for a holder without a token
+/// in the segment's registry (so that no older holder's token is ever taken
+/// for its own).
+#[inline(always)]
+pub(crate) const fn token_record(token: Option<super::token::Token>, generation: u32) -> u64 {
+    match token {
+        Some(token) => {
+            TOKEN_PRESENT
+                | (token as u64 & 0x7fff_ffff) << TAG_BITS
+                | (generation as u64 & TAG_MASK)
+        }
+        None => 0,
+    }
+}
+
+/// The token in `record` if it was written for `generation`.
+#[inline(always)]
+pub(crate) const fn recorded_token(record: u64, generation: u32) -> Option<super::token::Token> {
+    if record & TOKEN_PRESENT != 0 && record & TAG_MASK == generation as u64 & TAG_MASK {
+        Some(((record >> TAG_BITS) & 0x7fff_ffff) as u32)
+    } else {
+        None
+    }
+}
+
+/// The token a holder writes for a segment whose registry is `segment`:
+/// ours, if ours is that registry.
+#[inline(always)]
+pub(crate) fn own_token(
+    segment: u64,
+    ours: (u64, super::token::Token),
+) -> Option<super::token::Token> {
+    (ours.0 != 0 && ours.0 == segment).then_some(ours.1)
+}
+
 /// Whether task `id`, which held an acquisition whose record says it started
 /// at `recorded` (`None`: unknown), is dead now: no such task, a zombie, or a
 /// task with that id that started at another time (the id was reused).
@@ -86,6 +138,46 @@ pub(crate) fn is_dead(id: u32, recorded: Option<StartTime>) -> bool {
 /// thread exited while other threads run is alive.
 pub(crate) fn is_process_dead(pid: u32, recorded: Option<StartTime>) -> bool {
     pid == 0 || judge(sys::process_state(pid), recorded)
+}
+
+/// A process-wide claim (a ring side): its owner word, and the start-time
+/// and token records its holder wrote after winning it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub owner: u64,
+    pub start: u64,
+    pub token: u64,
+}
+
+/// The id a process writes into a claim word of a segment of domain
+/// `segment` (0: unknown): its pid, marked [`FOREIGN`] if it lives in another
+/// domain.
+pub(crate) fn claim_id(pid: u32, segment: u64) -> u32 {
+    pid | if foreign(sys::current_domain(), segment) {
+        FOREIGN as u32
+    } else {
+        0
+    }
+}
+
+/// Whether the process holding `claim` is dead, as the lock judges its
+/// holders: by its kernel token in `registry` if it wrote one we can read
+/// (any domain), else by its pid and start time, which only a judge of the
+/// segment's domain `segment` may read, and only for a holder of that domain.
+pub(crate) fn is_claim_dead(claim: Claim, segment: u64, registry: u64) -> bool {
+    let pid = (claim.owner & ID_MASK) as u32;
+    if pid == 0 || impossible_id(pid & !(FOREIGN as u32)) {
+        return true;
+    }
+    let generation = generation(claim.owner);
+    if let Some(token) = recorded_token(claim.token, generation) {
+        if super::token::is_dead(registry, token) == Some(true) {
+            return true;
+        }
+    }
+    claim.owner & FOREIGN == 0
+        && !foreign(sys::current_domain(), segment)
+        && is_process_dead(pid, recorded_start(claim.start, generation))
 }
 
 fn judge(state: TaskState, recorded: Option<StartTime>) -> bool {
@@ -138,6 +230,22 @@ mod tests {
         assert_eq!(recorded_start(written, 7 + (1 << 24)), Some(start));
         // A zero record (nothing written) is unknown for any generation.
         assert_eq!(recorded_start(0, 0), None);
+    }
+
+    #[test]
+    fn token_records_match_only_their_own_generation() {
+        let token = (1023 << 15) | 32767;
+        let written = token_record(Some(token), 9);
+        assert_eq!(recorded_token(written, 9), Some(token));
+        assert_eq!(recorded_token(written, 10), None);
+        assert_eq!(token_record(None, 9), 0);
+        assert_eq!(
+            recorded_token(0, 0),
+            None,
+            "no token: none for any generation"
+        );
+        // A start-time record is never read as a token.
+        assert_eq!(recorded_token(record(123, 9), 9), None);
     }
 
     #[test]

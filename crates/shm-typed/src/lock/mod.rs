@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 mod core;
 pub(crate) mod liveness;
+pub(crate) mod token;
 
 #[cfg(all(test, loom))]
 pub(crate) use self::core::impl_atomic;
@@ -62,7 +63,9 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 /// | 16 | 8 | `record` | holder's start time (clock ticks since boot) << 24, generation's low 24 bits |
 /// | 24 | 8 | `sequence` | seqlock count, odd while a holder may write |
 /// | 32 | 8 | `namespace` | the users' domain: inodes of `/proc/self/ns/pid` and `/proc/self/ns/time` mixed (`pid ^ time.rotate_left(32)`), 0: unknown |
-/// | 40 | 88 | reserved | 0 |
+/// | 40 | 8 | `token` | holder's kernel token: bit 63 set, token (slot << 15 \| slot generation) in bits 24-54, generation's low 24 bits; 0: none |
+/// | 48 | 8 | `registry` | the creator's token registry: IPC namespace inode << 32 \| semaphore set id; 0: none |
+/// | 56 | 72 | reserved | 0 |
 ///
 /// # Protocol
 ///
@@ -109,9 +112,18 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 ///
 /// Liveness by thread id only means something inside one pid namespace, and
 /// start times only inside one time namespace: the creator's pair (its
-/// *domain*) is recorded in `namespace`; a waiter of another domain never takes
-/// the lock over, and a holder of another domain sets bit 30 (`FOREIGN`) in the
-/// owner word with its CAS, so nobody judges it (a timeout says who holds it).
+/// *domain*) is recorded in `namespace`, and a holder of another domain sets
+/// bit 30 (`FOREIGN`) in the owner word with its CAS, so nobody judges its id.
+/// Across domains the judge is the kernel: every holder whose process has a
+/// token in the segment's registry (`registry`, see the `token` module: a
+/// System V semaphore the kernel lowers when the process exits) writes it into
+/// `token` right after `record`, tagged the same way, and a waiter of any
+/// domain that reads the same registry judges the holder by it (dead: the
+/// token is down, or its slot was claimed again). Without a usable token, a
+/// waiter of another domain never takes the lock over (a timeout says
+/// `ForeignNamespace`), and a foreign holder is never judged. A token judges a
+/// process, not a thread: a thread that exits holding the lock while its
+/// process goes on is caught by its id alone, in its own domain.
 /// Unlock swaps the owner word without checking who holds it (a CAS from the
 /// caller's own acquisition costs a second compare on the fast path).
 ///
@@ -128,7 +140,9 @@ pub struct ShmMutex {
     record: AtomicU64,
     sequence: AtomicU64,
     namespace: AtomicU64,
-    reserved: [AtomicU64; 11],
+    token: AtomicU64,
+    registry: AtomicU64,
+    reserved: [AtomicU64; 9],
 }
 
 const _: () = assert!(std::mem::size_of::<ShmMutex>() == 128);
@@ -139,6 +153,8 @@ const _: () = assert!(std::mem::offset_of!(ShmMutex, flags) == 12);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, record) == 16);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, sequence) == 24);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, namespace) == 32);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, token) == 40);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, registry) == 48);
 
 /// What a successful lock reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +214,9 @@ impl ShmMutex {
         record: AtomicU64::new(0),
         sequence: AtomicU64::new(0),
         namespace: AtomicU64::new(0),
-        reserved: [const { AtomicU64::new(0) }; 11],
+        token: AtomicU64::new(0),
+        registry: AtomicU64::new(0),
+        reserved: [const { AtomicU64::new(0) }; 9],
     };
 
     /// The algorithm over this lock's words.
@@ -211,13 +229,27 @@ impl ShmMutex {
             record: &self.record,
             sequence: &self.sequence,
             namespace: &self.namespace,
+            token: &self.token,
+            registry: &self.registry,
         }
     }
 
-    /// Records the pid namespace its users live in (done once, when the segment
-    /// is initialised; 0 means unknown and disables the check).
-    pub(crate) fn set_namespace(&self, namespace: u64) {
+    /// Records the domain its users live in (pid and time namespace; 0 means
+    /// unknown and disables the check) and the kernel-token registry of its
+    /// creator (0: none), once, when the segment is initialised.
+    pub(crate) fn set_namespace(&self, namespace: u64, registry: u64) {
         self.namespace.store(namespace, Ordering::Relaxed);
+        self.registry.store(registry, Ordering::Relaxed);
+    }
+
+    /// The kernel-token registry its holders' tokens refer to (0: none).
+    pub(crate) fn registry(&self) -> u64 {
+        self.registry.load(Ordering::Relaxed)
+    }
+
+    /// The domain its users live in (0: unknown).
+    pub(crate) fn domain(&self) -> u64 {
+        self.namespace.load(Ordering::Relaxed)
     }
 
     /// Takes the lock, waiting at most `timeout` (`None`: as long as it takes).
@@ -508,7 +540,7 @@ mod tests {
     #[test]
     fn foreign_namespace_is_never_taken_over() {
         let lock = ShmMutex::INIT;
-        lock.set_namespace(sys::pid_namespace().wrapping_add(1));
+        lock.set_namespace(sys::pid_namespace().wrapping_add(1), 0);
         lock.owner.store(4242, Ordering::Relaxed);
         let result = lock.acquire_with(Some(Duration::from_millis(30)), true, always_dead);
         assert!(

@@ -79,6 +79,13 @@ pub const CREATOR_START_OFFSET: usize = CREATOR_PID_OFFSET + 8;
 /// claim.
 pub const CREATOR_NAMESPACE_OFFSET: usize = CREATOR_PID_OFFSET + 16;
 
+/// Offset of the creator's kernel-token record (`u64`), written before the
+/// claim.
+pub const CREATOR_TOKEN_OFFSET: usize = CREATOR_PID_OFFSET + 24;
+
+/// Offset of the creator's token registry (`u64`), written before the claim.
+pub const CREATOR_REGISTRY_OFFSET: usize = CREATOR_PID_OFFSET + 32;
+
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -158,6 +165,12 @@ pub struct CreatorRecord {
     pub start_time: u64,
     /// Inode of `/proc/<pid>/ns/pid`.
     pub pid_namespace: u64,
+    /// The creator's kernel token as a token record of generation 0 (bit 63
+    /// set, token in bits 24-54; 0: none), written before the claim.
+    pub token: u64,
+    /// The registry that token is in (IPC namespace inode << 32 | semaphore
+    /// set id; 0: none), written before the claim.
+    pub registry: u64,
 }
 
 /// The segment header, format version 2: the first 256 bytes of every segment.
@@ -182,11 +195,11 @@ pub struct Header {
     /// Who made the segment.
     pub creator: CreatorRecord,
     /// Zero; room for later versions.
-    pub reserved: [u8; 88],
+    pub reserved: [u8; 72],
 }
 
 const _: () = assert!(std::mem::size_of::<LayoutDescriptor>() == 112);
-const _: () = assert!(std::mem::size_of::<CreatorRecord>() == 24);
+const _: () = assert!(std::mem::size_of::<CreatorRecord>() == 40);
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
 const _: () = assert!(std::mem::offset_of!(Header, state) == STATE_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Header, segment_len) == 24);
@@ -200,7 +213,7 @@ const _: () = assert!(
     std::mem::offset_of!(Header, creator) + std::mem::offset_of!(CreatorRecord, pid_namespace)
         == CREATOR_NAMESPACE_OFFSET
 );
-const _: () = assert!(std::mem::offset_of!(Header, reserved) == 168);
+const _: () = assert!(std::mem::offset_of!(Header, reserved) == 184);
 const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
 
 impl Header {

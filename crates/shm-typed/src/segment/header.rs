@@ -10,11 +10,12 @@ use zerocopy::IntoBytes;
 use crate::error::{Error, Result, TypeDescription};
 use crate::fault;
 use crate::location::Location;
-use crate::lock::ShmMutex;
+use crate::lock::{liveness, ShmMutex};
 use crate::segment::format::{
     CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK,
-    CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_START_OFFSET, FORMAT_VERSION,
-    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET, TYPE_NAME_CAPACITY,
+    CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_REGISTRY_OFFSET, CREATOR_START_OFFSET,
+    CREATOR_TOKEN_OFFSET, FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET,
+    STATE_OFFSET, TYPE_NAME_CAPACITY,
 };
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
@@ -160,11 +161,15 @@ pub(crate) fn initialize(
         TaskState::Dead => 0,
     };
     let pid_namespace = sys::pid_namespace();
+    let (registry, token) = crate::lock::token::mine(pid);
+    let token = liveness::token_record((registry != 0).then_some(token), 0);
     // The rest of the creator record goes first, so that whoever sees the
     // claim also sees in which pid namespace its pid means something (see
     // `creator_verdict`). Nobody else writes a segment we created.
     atomic_u64(region, CREATOR_START_OFFSET).store(start_time, Ordering::Relaxed);
     atomic_u64(region, CREATOR_NAMESPACE_OFFSET).store(pid_namespace, Ordering::Relaxed);
+    atomic_u64(region, CREATOR_TOKEN_OFFSET).store(token, Ordering::Relaxed);
+    atomic_u64(region, CREATOR_REGISTRY_OFFSET).store(registry, Ordering::Relaxed);
     fault::point("init:after-record");
     // Claim (Release: the record above comes with it), so openers know whom
     // to watch.
@@ -192,15 +197,17 @@ pub(crate) fn initialize(
             uid: sys::current_uid(),
             start_time,
             pid_namespace,
+            token,
+            registry,
         },
-        reserved: [0; 88],
+        reserved: [0; 72],
     };
     let bytes = header.as_bytes();
     // Everything but the state word, which only ever changes atomically.
     region.write_bytes(0, &bytes[..STATE_OFFSET]);
     region.write_bytes(STATE_OFFSET + 4, &bytes[STATE_OFFSET + 4..]);
     fault::point("init:after-header");
-    lock_of(region).set_namespace(sys::current_domain());
+    lock_of(region).set_namespace(sys::current_domain(), registry);
     fault::point("init:after-lock");
     write_payload(region);
     fault::point("init:after-payload");
@@ -388,6 +395,16 @@ pub(crate) enum Verdict {
 pub(crate) fn creator_verdict(region: &Region, os_creator: Option<u32>) -> (Option<u32>, Verdict) {
     let claimant = atomic_u32(region, CREATOR_PID_OFFSET).load(Ordering::Acquire);
     if claimant != 0 {
+        // A kernel token decides in any pid namespace (see `lock::token`).
+        let token = atomic_u64(region, CREATOR_TOKEN_OFFSET).load(Ordering::Relaxed);
+        let registry = atomic_u64(region, CREATOR_REGISTRY_OFFSET).load(Ordering::Relaxed);
+        if let Some(token) = liveness::recorded_token(token, 0) {
+            match crate::lock::token::is_dead(registry, token) {
+                Some(true) => return (Some(claimant), Verdict::Dead { verified: true }),
+                Some(false) => return (Some(claimant), Verdict::Alive),
+                None => {}
+            }
+        }
         let namespace = atomic_u64(region, CREATOR_NAMESPACE_OFFSET).load(Ordering::Relaxed);
         let ours = sys::pid_namespace();
         return match namespace {
@@ -396,8 +413,11 @@ pub(crate) fn creator_verdict(region: &Region, os_creator: Option<u32>) -> (Opti
             _ => (Some(claimant), Verdict::Unknown),
         };
     }
+    // The kernel reports `shm_cpid` in our pid namespace (0 if the creator is
+    // not visible from it) since Linux 4.17; before, it gave the creator's own
+    // number, which may name another task here.
     match os_creator {
-        Some(pid) if pid != 0 => (Some(pid), judge(pid, true)),
+        Some(pid) if pid != 0 => (Some(pid), judge(pid, sys::kernel_at_least(4, 17))),
         _ => (None, Verdict::Unknown),
     }
 }

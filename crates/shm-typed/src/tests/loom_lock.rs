@@ -33,6 +33,9 @@ fn holders_yield() -> bool {
 /// Thread ids 1..=3 exist in the model.
 const TASKS: usize = 4;
 
+/// The kernel-token registry of the namespace models.
+const REGISTRY: u64 = 7;
+
 /// The lock's words and the data it protects.
 struct Locked {
     owner: AtomicU64,
@@ -41,6 +44,8 @@ struct Locked {
     record: AtomicU64,
     sequence: AtomicU64,
     namespace: AtomicU64,
+    token: AtomicU64,
+    registry: AtomicU64,
     /// Written under the lock without atomics: loom reports two holders
     /// as a data race on it.
     data: UnsafeCell<u64>,
@@ -53,6 +58,9 @@ struct Locked {
     /// failure names its interleaving.
     holders: std::sync::atomic::AtomicU32,
     trace: std::sync::Mutex<Vec<String>>,
+    /// Outside the model too: each task id's liveness domain (0: the
+    /// lock's own, as in the models without namespaces).
+    domains: [std::sync::atomic::AtomicU64; TASKS],
 }
 
 impl Locked {
@@ -64,10 +72,33 @@ impl Locked {
             record: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
             namespace: AtomicU64::new(0),
+            token: AtomicU64::new(0),
+            registry: AtomicU64::new(0),
             data: UnsafeCell::new(0),
             tasks: std::array::from_fn(|_| AtomicU64::new(0)),
             holders: std::sync::atomic::AtomicU32::new(0),
             trace: std::sync::Mutex::new(Vec::new()),
+            domains: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    /// A lock made in domain 1 whose segment has kernel-token registry 7
+    /// (the models of holders in other pid namespaces).
+    fn with_namespaces() -> Arc<Locked> {
+        let locked = Locked::new();
+        locked.namespace.store(1, Ordering::Relaxed);
+        locked.registry.store(REGISTRY, Ordering::Relaxed);
+        locked
+    }
+
+    /// Puts task id `tid` in liveness domain `domain` (before it runs).
+    fn place(&self, tid: u32, domain: u64) {
+        self.domains[tid as usize].store(domain, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn domain_of(&self, tid: u32) -> u64 {
+        self.domains.get(tid as usize).map_or(0, |domain| {
+            domain.load(std::sync::atomic::Ordering::Relaxed)
         })
     }
 
@@ -79,6 +110,8 @@ impl Locked {
             record: &self.record,
             sequence: &self.sequence,
             namespace: &self.namespace,
+            token: &self.token,
+            registry: &self.registry,
         }
     }
 
@@ -152,10 +185,18 @@ impl Env<AtomicU32> for Task {
     const SPINS: u32 = 0;
 
     fn me(&self) -> (u32, StartTime, u64) {
-        (self.tid, self.start, 0)
+        (self.tid, self.start, self.locked.domain_of(self.tid))
     }
 
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {
+        // An id means something only in its own domain: the lock must never
+        // ask about one across domains.
+        let (mine, theirs) = (self.locked.domain_of(self.tid), self.locked.domain_of(tid));
+        assert!(
+            tid as usize >= TASKS || mine == theirs,
+            "task {} (domain {mine}) judged task {tid} (domain {theirs}) by its id",
+            self.tid
+        );
         let Some(task) = self.locked.tasks.get(tid as usize) else {
             return true;
         };
@@ -166,7 +207,25 @@ impl Env<AtomicU32> for Task {
     }
 
     fn namespace(&self) -> u64 {
-        0
+        self.locked.domain_of(self.tid)
+    }
+
+    /// A kernel token per task: slot = its id, slot generation = its start
+    /// time. The kernel's semaphore is the oracle: down once the task died,
+    /// another generation once a later task took the slot. (Locks made by
+    /// `Locked::new` have registry 0, so there no token is written: ids
+    /// decide, as before tokens.)
+    fn token(&self) -> (u64, crate::lock::token::Token) {
+        (REGISTRY, self.tid << 15 | (self.start as u32 & 0x7fff))
+    }
+
+    fn token_dead(&self, registry: u64, token: crate::lock::token::Token) -> Option<bool> {
+        if registry != REGISTRY {
+            return None;
+        }
+        let task = self.locked.tasks.get((token >> 15) as usize)?;
+        let live = task.load(Ordering::SeqCst);
+        Some(live == 0 || live as u32 & 0x7fff != token & 0x7fff)
     }
 
     fn pause(&self) {
@@ -338,7 +397,7 @@ impl Task {
         let locked = &self.locked;
         let acquired = match locked.core().acquire(self, Some(PATIENCE), true) {
             Ok(acquired) => acquired,
-            Err(LockFailure::Timeout { .. }) => return None,
+            Err(LockFailure::Timeout { .. } | LockFailure::ForeignNamespace { .. }) => return None,
             Err(other) => panic!("{other:?}"),
         };
         locked.enter(self.tid, acquired.owner_died);
@@ -557,5 +616,69 @@ fn a_holder_dying_under_two_waiters() {
             "{results:?}: more takeovers than dead holders"
         );
         assert_eq!(me.data(), done + died_holding);
+    });
+}
+
+/// Holders and waiters in other pid namespaces (domain 2, the lock's is 1)
+/// that share the IPC namespace: ids cannot be judged across domains (the
+/// model's `is_dead` fails the test if the lock asks), so a dead holder is
+/// found by its kernel token, whether its slot was left free or claimed again
+/// by a later task; either side may be the foreign one.
+#[test]
+fn a_holder_of_another_namespace_is_judged_by_its_token() {
+    for (holder_domain, waiter_domain, reuse) in
+        [(2, 1, false), (2, 1, true), (1, 2, false), (2, 2, true)]
+    {
+        builder().check(move || {
+            let locked = Locked::with_namespaces();
+            locked.place(1, holder_domain);
+            locked.place(2, waiter_domain);
+            locked.born(1, 10);
+            locked.born(2, 20);
+            let dying = {
+                let task = Locked::task(&locked, 1, 10);
+                let locked = locked.clone();
+                thread::spawn(move || {
+                    assert!(task.lock_and_die(), "nobody else holds it");
+                    if reuse {
+                        // A later task claims the dead one's slot.
+                        locked.born(1, 11);
+                    }
+                })
+            };
+            let me = Locked::task(&locked, 2, 20);
+            dying.join().unwrap();
+            assert_eq!(me.increment(), Some(true), "taken over by its token");
+            assert_eq!(me.data(), 2);
+        });
+    }
+}
+
+/// Live holders of two domains and a waiter of either, releasing and
+/// re-acquiring: nobody is taken over (tokens of live tasks are up and keep
+/// their generation), no two holders, every increment counts.
+#[test]
+fn live_holders_of_other_namespaces_are_never_taken_over() {
+    builder().check(|| {
+        let locked = Locked::with_namespaces();
+        for (tid, start, domain) in [(1, 10, 2), (2, 20, 1), (3, 30, 2)] {
+            locked.place(tid, domain);
+            locked.born(tid, start);
+        }
+        let twice = {
+            let task = Locked::task(&locked, 1, 10);
+            thread::spawn(move || [task.increment(), task.increment()])
+        };
+        let once = {
+            let task = Locked::task(&locked, 2, 20);
+            thread::spawn(move || task.increment())
+        };
+        let me = Locked::task(&locked, 3, 30);
+        let mine = me.increment();
+        let [first, second] = twice.join().unwrap();
+        let results = [mine, first, second, once.join().unwrap()];
+        let (done, took_over) = tally(&results);
+        assert_eq!(took_over, 0, "a live holder was taken over: {results:?}");
+        assert_eq!(me.data(), done);
     });
 }

@@ -40,6 +40,9 @@ const PRODUCER_CLAIM: usize = CONTROL + 384;
 const CONSUMER_CLAIM: usize = CONTROL + 392;
 const PRODUCER_CLAIM_RECORD: usize = CONTROL + 400;
 const CONSUMER_CLAIM_RECORD: usize = CONTROL + 408;
+/// The claims' kernel-token records (see `lock::liveness::token_record`).
+const PRODUCER_CLAIM_TOKEN: usize = CONTROL + 416;
+const CONSUMER_CLAIM_TOKEN: usize = CONTROL + 424;
 /// The slots, `capacity * size_of::<T>()` bytes.
 const SLOTS: usize = CONTROL + 512;
 
@@ -365,34 +368,56 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     }
 
     /// Claims a role: CAS `next generation << 32 | our pid` into its claim
-    /// word, taking over a claim whose process is dead (gone, a zombie, or its
-    /// pid reused by a process started at another time), judged on that
-    /// claim's own record (see [`liveness`](crate::liveness)).
-    fn claim(&self, role: &'static str, claim_offset: usize, record_offset: usize) -> Result<()> {
-        let (pid, start) = (sys::current_pid(), own_process_start());
+    /// word (the pid marked `FOREIGN` if we live in another pid or time
+    /// namespace than the segment's creator), taking over a claim whose
+    /// process is dead, judged on that claim's own records as the lock judges
+    /// its holders: by kernel token in any namespace, else by pid and start
+    /// time (gone, a zombie, or its pid reused) in the segment's own (see
+    /// [`liveness`](crate::liveness)). Then records our start time and token.
+    fn claim(
+        &self,
+        role: &'static str,
+        claim_offset: usize,
+        record_offset: usize,
+        token_offset: usize,
+    ) -> Result<()> {
+        let pid = sys::current_pid();
+        let start = own_process_start();
+        let lock = self.segment.lock();
+        let (domain, registry) = (lock.domain(), lock.registry());
+        let id = liveness::claim_id(pid, domain);
+        let token = liveness::own_token(registry, crate::lock::token::mine(pid));
         let word = self.raw.word64(claim_offset);
         let record = self.raw.word64(record_offset);
+        let token_record = self.raw.word64(token_offset);
         let mut observed = word.load(Ordering::Acquire);
         loop {
             let holder = (observed & liveness::ID_MASK) as u32;
             if observed & liveness::ID_MASK != 0 {
-                let recorded =
-                    liveness::recorded_start(record.load(Ordering::Acquire), generation(observed));
-                // Claims are not namespace-aware yet (the lock is): a claim is
-                // judged in the judge's pid and time namespace.
-                if holder == pid || !liveness::is_process_dead(holder, recorded) {
+                // Loaded after the claim word (Acquire), each tagged with the
+                // generation it was written for.
+                let claim = liveness::Claim {
+                    owner: observed,
+                    start: record.load(Ordering::Acquire),
+                    token: token_record.load(Ordering::Acquire),
+                };
+                if holder == id || !liveness::is_claim_dead(claim, domain, registry) {
                     return Err(Error::SideClaimed {
                         location: self.segment.location().clone(),
                         side: role,
-                        pid: holder,
+                        pid: holder & !(liveness::FOREIGN as u32),
                     });
                 }
             }
             // Free, or dead: take it from exactly the observed claim.
-            let won = liveness::next(observed, pid);
+            let won = liveness::next(observed, id);
             match word.compare_exchange(observed, won, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     record.store(liveness::record(start, generation(won)), Ordering::Release);
+                    token_record.store(
+                        liveness::token_record(token, generation(won)),
+                        Ordering::Release,
+                    );
                     return Ok(());
                 }
                 Err(now) => observed = now,
@@ -405,7 +430,8 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     fn release_claim(&self, claim_offset: usize) {
         let word = self.raw.word64(claim_offset);
         let claimed = word.load(Ordering::Relaxed);
-        if claimed & liveness::ID_MASK == u64::from(sys::current_pid()) {
+        let id = liveness::claim_id(sys::current_pid(), self.segment.lock().domain());
+        if claimed & liveness::ID_MASK == u64::from(id) {
             let _ = word.compare_exchange(
                 claimed,
                 claimed & !liveness::ID_MASK,
@@ -422,7 +448,12 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     /// [`Error::SideClaimed`] if a live process holds it (this one included),
     /// [`Error::Corrupted`] if the indices are impossible.
     pub fn producer(&self) -> Result<Producer<'_, T, WAKE>> {
-        self.claim("producer", PRODUCER_CLAIM, PRODUCER_CLAIM_RECORD)?;
+        self.claim(
+            "producer",
+            PRODUCER_CLAIM,
+            PRODUCER_CLAIM_RECORD,
+            PRODUCER_CLAIM_TOKEN,
+        )?;
         if WAKE {
             blocking::join_as_waker(self.raw.word32(UNFENCED));
         }
@@ -450,7 +481,12 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
     ///
     /// As [`producer`](SpscRing::producer).
     pub fn consumer(&self) -> Result<Consumer<'_, T, WAKE>> {
-        self.claim("consumer", CONSUMER_CLAIM, CONSUMER_CLAIM_RECORD)?;
+        self.claim(
+            "consumer",
+            CONSUMER_CLAIM,
+            CONSUMER_CLAIM_RECORD,
+            CONSUMER_CLAIM_TOKEN,
+        )?;
         if WAKE {
             blocking::join_as_waker(self.raw.word32(UNFENCED));
         }
