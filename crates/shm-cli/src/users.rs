@@ -325,12 +325,16 @@ fn own_pid_namespace() -> Option<u64> {
         .map(|metadata| metadata.ino())
 }
 
-/// Whether /proc confirms that the creator a header records is dead: it was
-/// made in our pid namespace and there is no process with its pid, or only a
-/// zombie without live threads, or one that started at another time (the
-/// pid was reused). Anything that cannot be read or judged (another pid
-/// namespace, an unreadable entry) is not confirmed.
+/// Whether the creator a header records is confirmed dead: by its kernel
+/// token, in any pid namespace; else by /proc, if it was made in our pid
+/// namespace and there is no process with its pid, or only a zombie without
+/// live threads, or one that started at another time (the pid was reused).
+/// Anything that cannot be read or judged (another pid namespace without a
+/// readable token, an unreadable entry) is not confirmed.
 pub(crate) fn creator_confirmed_dead(creator: &CreatorRecord) -> bool {
+    if let Some(dead) = shm_typed::creator_token_verdict(creator) {
+        return dead;
+    }
     if creator.pid_namespace == 0 || own_pid_namespace() != Some(creator.pid_namespace) {
         return false;
     }

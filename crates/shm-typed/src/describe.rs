@@ -144,6 +144,15 @@ pub fn describe_unready(region: &Region, os_creator: Option<u32>) -> Option<Unre
     })
 }
 
+/// What the creator's kernel token (see docs/FORMAT.md, "Kernel tokens")
+/// says of it, in any pid namespace: `Some(true)` dead, `Some(false)` alive,
+/// `None` if it recorded none or this process cannot read its registry (then
+/// judge it by pid, in its own pid namespace only).
+pub fn creator_token_verdict(creator: &crate::format::CreatorRecord) -> Option<bool> {
+    let token = crate::lock::liveness::recorded_token(creator.token, 0)?;
+    crate::lock::token::is_dead(creator.registry, token)
+}
+
 /// Whether the header's bytes outside `except` are all zero.
 fn header_bytes_zero_but(region: &Region, except: &[std::ops::Range<usize>]) -> bool {
     let mut bytes = [0u8; HEADER_SIZE];

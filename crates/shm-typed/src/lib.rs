@@ -98,7 +98,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-pub use describe::{describe, describe_unready, Description, Unready};
+pub use describe::{creator_token_verdict, describe, describe_unready, Description, Unready};
 pub use error::{Error, Result, TypeDescription};
 pub use location::Location;
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};

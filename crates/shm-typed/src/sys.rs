@@ -13,6 +13,18 @@ use std::time::Duration;
 /// 0 means unknown.
 pub(crate) type StartTime = u64;
 
+/// Who the calling thread is, as the lock records it: its id and start time,
+/// its liveness domain (0: unknown), and its process's kernel-token registry
+/// (0: none) and token record without a tag (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Me {
+    pub tid: u32,
+    pub start: StartTime,
+    pub domain: u64,
+    pub registry: u64,
+    pub token: u64,
+}
+
 /// What `/proc` says about a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TaskState {
@@ -37,10 +49,17 @@ mod imp {
         pid: u32,
         tid: u32,
         start: StartTime,
+        /// The process's kernel-token registry (0: none) and its token as a
+        /// token record without a tag (see `lock::token`), cached here too so
+        /// that a lock needs no second lookup.
+        registry: u64,
+        token: u64,
     }
 
     thread_local! {
-        static IDENTITY: Cell<Identity> = const { Cell::new(Identity { pid: 0, tid: 0, start: 0 }) };
+        static IDENTITY: Cell<Identity> = const {
+            Cell::new(Identity { pid: 0, tid: 0, start: 0, registry: 0, token: 0 })
+        };
     }
 
     /// A private page the kernel zeroes in a forked child (`MADV_WIPEONFORK`),
@@ -126,7 +145,15 @@ mod imp {
             TaskState::Alive(start) => start,
             TaskState::Dead => 0,
         };
-        let identity = Identity { pid, tid, start };
+        let (registry, token) = crate::lock::token::mine(pid);
+        let token = crate::lock::liveness::token_base((registry != 0).then_some(token));
+        let identity = Identity {
+            pid,
+            tid,
+            start,
+            registry,
+            token,
+        };
         IDENTITY.set(identity);
         identity
     }
@@ -143,9 +170,19 @@ mod imp {
         identity().start
     }
 
-    /// The calling thread's id and start time, from one look at the cache.
+    /// The calling thread's id, start time and domain, from one look at the
+    /// cache.
     #[inline(always)]
+    #[allow(dead_code)]
     pub(crate) fn current_identity() -> (u32, StartTime, u64) {
+        let me = current_me();
+        (me.tid, me.start, me.domain)
+    }
+
+    /// The calling thread's id, start time, domain, and its process's token
+    /// registry and untagged token record, from one look at the cache.
+    #[inline(always)]
+    pub(crate) fn current_me() -> Me {
         // One look at the fork page for both the pid and the domain.
         let page = FORK_PAGE.load(Ordering::Acquire);
         if !page.is_null() {
@@ -159,16 +196,28 @@ mod imp {
             };
             let cached = IDENTITY.get();
             if pid != 0 && domain != 0 && cached.pid == pid && cached.tid != 0 {
-                return (cached.tid, cached.start, domain);
+                return Me {
+                    tid: cached.tid,
+                    start: cached.start,
+                    domain,
+                    registry: cached.registry,
+                    token: cached.token,
+                };
             }
         }
         current_identity_slow()
     }
 
     #[cold]
-    fn current_identity_slow() -> (u32, StartTime, u64) {
+    fn current_identity_slow() -> Me {
         let identity = identity();
-        (identity.tid, identity.start, current_domain())
+        Me {
+            tid: identity.tid,
+            start: identity.start,
+            domain: current_domain(),
+            registry: identity.registry,
+            token: identity.token,
+        }
     }
 
     /// The calling process's liveness domain: who can judge whom. Thread ids
@@ -398,8 +447,18 @@ mod imp {
     pub(crate) fn current_start_time() -> StartTime {
         1
     }
+    #[allow(dead_code)]
     pub(crate) fn current_identity() -> (u32, StartTime, u64) {
         (current_tid(), current_start_time(), 1)
+    }
+    pub(crate) fn current_me() -> Me {
+        Me {
+            tid: current_tid(),
+            start: current_start_time(),
+            domain: 1,
+            registry: 0,
+            token: 0,
+        }
     }
     pub(crate) fn task_state(_tid: u32) -> TaskState {
         TaskState::Alive(1)
@@ -424,8 +483,11 @@ mod imp {
     }
 }
 
+// For callers that need no token (id, start time and domain only).
+#[allow(unused_imports)]
+pub(crate) use imp::current_identity;
 pub(crate) use imp::{
-    current_domain, current_identity, current_pid, current_uid, kernel_at_least, pid_namespace,
+    current_domain, current_me, current_pid, current_uid, kernel_at_least, pid_namespace,
     process_state, task_state,
 };
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{
     Acquired, Holder, LockFailure, ACQUISITION_MASK, GENERATION_MASK, INCONSISTENT,
     LIVENESS_INTERVAL, POISONED, SPIN_LIMIT, TID_MASK, WAITERS,
 };
-use crate::sys::{self, StartTime};
+use crate::sys::{self, Me, StartTime};
 
 /// The atomic operations the lock uses, on `std`'s atomics or loom's.
 pub(crate) trait Atomic<V> {
@@ -85,16 +85,15 @@ impl_atomic!(AtomicU64, u64);
 pub(crate) trait Env<W32> {
     /// Spins before a contended waiter sleeps.
     const SPINS: u32;
-    /// The calling thread's id, start time (as [`liveness::record`] keeps
-    /// it) and liveness domain (pid and time namespace; 0: unknown).
-    fn me(&self) -> (u32, StartTime, u64);
+    /// The calling thread: id, start time (as [`liveness::record`] keeps
+    /// it), liveness domain (pid and time namespace; 0: unknown), and its
+    /// process's token registry and untagged token record (0: none).
+    fn me(&self) -> Me;
     /// Whether thread `tid`, whose record says it started at `recorded`
     /// (`None`: unknown for this acquisition), is dead.
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool;
     /// The caller's liveness domain, pid and time namespace (0: unknown).
     fn namespace(&self) -> u64;
-    /// The calling process's kernel-token registry (0: none) and token.
-    fn token(&self) -> (u64, Token);
     /// Whether the process that recorded `token` in `registry` is dead
     /// (`None`: cannot tell).
     fn token_dead(&self, registry: u64, token: Token) -> Option<bool>;
@@ -126,9 +125,12 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
     const SPINS: u32 = SPIN_LIMIT;
 
     #[inline(always)]
-    fn me(&self) -> (u32, StartTime, u64) {
-        let (tid, start, domain) = sys::current_identity();
-        (tid, liveness::own_start(start), domain)
+    fn me(&self) -> Me {
+        let me = sys::current_me();
+        Me {
+            start: liveness::own_start(me.start),
+            ..me
+        }
     }
 
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {
@@ -138,11 +140,6 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
     #[inline(always)]
     fn namespace(&self) -> u64 {
         sys::current_domain()
-    }
-
-    #[inline(always)]
-    fn token(&self) -> (u64, Token) {
-        token::mine(sys::current_pid())
     }
 
     fn token_dead(&self, registry: u64, token: Token) -> Option<bool> {
@@ -213,16 +210,16 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         env: &E,
         honor_poison: bool,
     ) -> Option<Result<Acquired, LockFailure>> {
-        let (tid, start, domain) = env.me();
+        let me = env.me();
         let observed = self.owner.load(Ordering::Relaxed);
         if observed & ID_MASK != 0 {
             return None;
         }
-        let won = next(observed, self.id(tid, domain));
+        let won = next(observed, self.id(me.tid, me.domain));
         self.owner
             .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
-        Some(self.acquired(env, won, start, honor_poison))
+        Some(self.acquired(env, won, &me, honor_poison))
     }
 
     /// Takes the lock, waiting at most `timeout` (`None`: as long as it takes).
@@ -246,8 +243,8 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         timeout: Option<Duration>,
         honor_poison: bool,
     ) -> Result<Acquired, LockFailure> {
-        let (tid, start, domain) = env.me();
-        let id = self.id(tid, domain);
+        let me = env.me();
+        let id = self.id(me.tid, me.domain);
         let started = env.now();
         let mut spins = 0;
         let mut slept = false;
@@ -262,7 +259,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
                     .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired(env, won, start, honor_poison);
+                    return self.acquired(env, won, &me, honor_poison);
                 }
                 continue;
             }
@@ -305,7 +302,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             // The same acquisition all through our sleep: is its holder alive?
             let now = self.owner.load(Ordering::Acquire);
             if now & ACQUISITION_MASK == observed & ACQUISITION_MASK && self.holder_dead(env, now) {
-                if let Some(result) = self.take_over(env, now, id, start, honor_poison) {
+                if let Some(result) = self.take_over(env, now, id, &me, honor_poison) {
                     return result;
                 }
             }
@@ -318,8 +315,8 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         env: &E,
         honor_poison: bool,
     ) -> Result<Acquired, LockFailure> {
-        let (tid, start, domain) = env.me();
-        let id = self.id(tid, domain);
+        let me = env.me();
+        let id = self.id(me.tid, me.domain);
         let mut observed = self.owner.load(Ordering::Acquire);
         if observed & ID_MASK == 0 {
             let won = next(observed, id);
@@ -327,7 +324,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
                 .owner
                 .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return self.acquired(env, won, start, honor_poison),
+                Ok(_) => return self.acquired(env, won, &me, honor_poison),
                 Err(now) => observed = now,
             }
         }
@@ -336,7 +333,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         };
         if observed & ID_MASK != 0 && self.holder_dead(env, observed) {
             return self
-                .take_over(env, observed, id, start, honor_poison)
+                .take_over(env, observed, id, &me, honor_poison)
                 .unwrap_or(Err(would_block));
         }
         Err(would_block)
@@ -411,7 +408,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         env: &E,
         observed: u64,
         id: u32,
-        start: StartTime,
+        me: &Me,
         honor_poison: bool,
     ) -> Option<Result<Acquired, LockFailure>> {
         // Keep WAITERS: other threads may be asleep.
@@ -420,7 +417,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             .compare_exchange(observed, won, Ordering::AcqRel, Ordering::Relaxed)
             .ok()?;
         self.flags.fetch_or(INCONSISTENT, Ordering::AcqRel);
-        Some(self.acquired(env, won, start, honor_poison))
+        Some(self.acquired(env, won, me, honor_poison))
     }
 
     /// Bookkeeping right after winning the owner word as `won`.
@@ -429,16 +426,22 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         &self,
         env: &E,
         won: u64,
-        start: StartTime,
+        me: &Me,
         honor_poison: bool,
     ) -> Result<Acquired, LockFailure> {
-        self.record
-            .store(liveness::record(start, generation(won)), Ordering::Relaxed);
-        let token = liveness::own_token(self.registry.load(Ordering::Relaxed), env.token());
-        self.token.store(
-            liveness::token_record(token, generation(won)),
+        self.record.store(
+            liveness::record(me.start, generation(won)),
             Ordering::Relaxed,
         );
+        // Our token only if it is in the segment's registry (a process
+        // without a token has `me.token` 0 whatever its registry word says).
+        let ours = if self.registry.load(Ordering::Relaxed) == me.registry {
+            me.token
+        } else {
+            0
+        };
+        self.token
+            .store(liveness::tagged(ours, generation(won)), Ordering::Relaxed);
         let flags = self.flags.load(Ordering::Acquire);
         if honor_poison && flags & POISONED != 0 {
             self.release(env);

@@ -89,20 +89,32 @@ pub(crate) const fn impossible_id(id: u32) -> bool {
 /// Set in a token record (see [`token_record`]).
 const TOKEN_PRESENT: u64 = 1 << 63;
 
+/// A token record without its tag: bit 63 set, the kernel token (see
+/// [`token`](super::token)) in bits 24-54; 0 for no token.
+#[inline(always)]
+pub(crate) const fn token_base(token: Option<super::token::Token>) -> u64 {
+    match token {
+        Some(token) => TOKEN_PRESENT | (token as u64 & 0x7fff_ffff) << TAG_BITS,
+        None => 0,
+    }
+}
+
 /// The token record a holder writes after winning generation `generation`:
-/// its kernel token (see [`token`](super::token)) in bits 24-54, bit 63 set,
-/// and the generation's low 24 bits as the tag. 0 for a holder without a token
-/// in the segment's registry (so that no older holder's token is ever taken
-/// for its own).
+/// its kernel token in bits 24-54, bit 63 set, and the generation's low 24
+/// bits as the tag. 0 for a holder without a token in the segment's registry
+/// (so that no older holder's token is ever taken for its own).
 #[inline(always)]
 pub(crate) const fn token_record(token: Option<super::token::Token>, generation: u32) -> u64 {
-    match token {
-        Some(token) => {
-            TOKEN_PRESENT
-                | (token as u64 & 0x7fff_ffff) << TAG_BITS
-                | (generation as u64 & TAG_MASK)
-        }
-        None => 0,
+    tagged(token_base(token), generation)
+}
+
+/// `base` (see [`token_base`]) tagged with `generation`; 0 stays 0.
+#[inline(always)]
+pub(crate) const fn tagged(base: u64, generation: u32) -> u64 {
+    if base == 0 {
+        0
+    } else {
+        base | (generation as u64 & TAG_MASK)
     }
 }
 

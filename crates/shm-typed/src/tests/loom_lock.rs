@@ -184,8 +184,15 @@ impl Env<AtomicU32> for Task {
     // interleavings that matter are.
     const SPINS: u32 = 0;
 
-    fn me(&self) -> (u32, StartTime, u64) {
-        (self.tid, self.start, self.locked.domain_of(self.tid))
+    fn me(&self) -> crate::sys::Me {
+        let token = self.tid << 15 | (self.start as u32 & 0x7fff);
+        crate::sys::Me {
+            tid: self.tid,
+            start: self.start,
+            domain: self.locked.domain_of(self.tid),
+            registry: REGISTRY,
+            token: crate::lock::liveness::token_base(Some(token)),
+        }
     }
 
     fn is_dead(&self, tid: u32, recorded: Option<StartTime>) -> bool {
@@ -210,15 +217,11 @@ impl Env<AtomicU32> for Task {
         self.locked.domain_of(self.tid)
     }
 
-    /// A kernel token per task: slot = its id, slot generation = its start
-    /// time. The kernel's semaphore is the oracle: down once the task died,
-    /// another generation once a later task took the slot. (Locks made by
-    /// `Locked::new` have registry 0, so there no token is written: ids
-    /// decide, as before tokens.)
-    fn token(&self) -> (u64, crate::lock::token::Token) {
-        (REGISTRY, self.tid << 15 | (self.start as u32 & 0x7fff))
-    }
-
+    /// A kernel token per task (see `me`): slot = its id, slot generation =
+    /// its start time. The kernel's semaphore is the oracle: down once the
+    /// task died, another generation once a later task took the slot. (Locks
+    /// made by `Locked::new` have registry 0, so there no token is written:
+    /// ids decide, as before tokens.)
     fn token_dead(&self, registry: u64, token: crate::lock::token::Token) -> Option<bool> {
         if registry != REGISTRY {
             return None;
