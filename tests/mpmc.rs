@@ -1,9 +1,15 @@
 //! `MpmcRing` across processes: two producer and two consumer processes with
-//! every item delivered exactly once, and what a process that dies
-//! mid-operation leaves behind (as documented on `MpmcRing`).
+//! every item delivered exactly once; a producer or consumer killed between
+//! its claim and its publish or free (held there by the fault-injection
+//! pause hook) costs its own value and nothing else; and a claim that no
+//! participant announced (a peer scribbling the positions) is never
+//! repaired, while every wait stays bounded. `tests/mpmc_crash.rs` kills at
+//! random over many rounds.
 
 mod support;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shm_sys::sysv::Segment;
@@ -79,14 +85,100 @@ fn two_producer_and_two_consumer_processes_deliver_every_item_exactly_once() {
     assert!(ring.is_empty());
 }
 
+/// Starts a crash-role peer (`mpmc-crash-produce` or `mpmc-crash-consume`)
+/// that stops at its first claim of `point` and says so in `mark`.
+fn paused_peer(point: &str, mark: &Path, args: &[&str]) -> Peer {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shm-test-peer"));
+    command
+        .env("SHM_TYPED_PAUSE", point)
+        .env("SHM_TYPED_PAUSE_MARK", mark);
+    let mut peer = Peer::start_command(command, args);
+    peer.expect_line("ready");
+    support::wait_until("the peer to pause", || mark.exists());
+    peer
+}
+
 #[test]
-fn a_producer_dying_between_claim_and_publish_stalls_consumers_without_hanging() {
+fn a_producer_killed_between_claim_and_publish_costs_only_its_own_value() {
+    let (ring, _guard, id) = private_ring(8);
+    let dir = tempfile::tempdir().unwrap();
+    ring.push(1).unwrap();
+    let mut producer = paused_peer(
+        "mpmc:push-claimed",
+        &dir.path().join("paused"),
+        &["mpmc-crash-produce", &id.to_string(), "8", "1", "1", "7"],
+    );
+    ring.push(3).unwrap();
+    assert_eq!(ring.pop().unwrap(), Some(1));
+    // The producer holds the next slot, alive: consumers wait, nobody repairs.
+    assert_eq!(ring.pop_blocking(Duration::from_millis(300)).unwrap(), None);
+    assert_eq!(ring.recover(), 0);
+    producer.kill();
+    producer.wait();
+    // Dead: the first waiter repairs the slot and passes it.
+    assert_eq!(ring.pop_blocking(Duration::from_secs(5)).unwrap(), Some(3));
+    assert_eq!(
+        ring.pop().unwrap(),
+        None,
+        "its value, 1 << 32, never arrives"
+    );
+    for value in 10..30 {
+        ring.push(value).unwrap();
+        assert_eq!(ring.pop().unwrap(), Some(value));
+    }
+}
+
+#[test]
+fn a_consumer_killed_between_claim_and_free_costs_only_the_value_it_took() {
+    let (ring, _guard, id) = private_ring(4);
+    let dir = tempfile::tempdir().unwrap();
+    for value in 0..4 {
+        ring.push(value).unwrap();
+    }
+    let log = dir.path().join("log");
+    let mut consumer = paused_peer(
+        "mpmc:pop-claimed",
+        &dir.path().join("paused"),
+        &[
+            "mpmc-crash-consume",
+            &id.to_string(),
+            "4",
+            &log.display().to_string(),
+            "7",
+        ],
+    );
+    // It claimed value 0 and holds its slot; the others are ours.
+    let rest: Vec<u64> = std::iter::from_fn(|| ring.pop().unwrap()).collect();
+    assert_eq!(rest, [1, 2, 3]);
+    // A lap later producers reach the held slot: alive, so they wait.
+    assert!(matches!(
+        ring.push_blocking(4, Duration::from_millis(300)),
+        Err(PushError::Timeout(4))
+    ));
+    assert_eq!(ring.recover(), 0);
+    consumer.kill();
+    consumer.wait();
+    ring.push_blocking(4, Duration::from_secs(5)).unwrap();
+    for value in 5..8 {
+        ring.push(value).unwrap();
+    }
+    let rest: Vec<u64> = std::iter::from_fn(|| ring.pop().unwrap()).collect();
+    assert_eq!(rest, [4, 5, 6, 7], "only 0 went with the dead consumer");
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+}
+
+/// A claim no participant announced (here a peer bumps the enqueue position
+/// by hand, as a hostile or broken program could) is never repaired: its
+/// claimer could be alive. Consumers find the ring "empty" from there on,
+/// producers fill it; every wait is bounded.
+#[test]
+fn an_unannounced_producer_claim_is_never_repaired_and_waits_stay_bounded() {
     let (ring, guard, _) = private_ring(8);
     let scribbler = guard.attach().unwrap();
     ring.push(1).unwrap();
     ring.push(2).unwrap();
-    // What a producer killed right after its CAS leaves: the enqueue position
-    // moved on, the slot was never published.
+    // The enqueue position moved on, the slot never published, and no
+    // participant announced the claim.
     let mut position = [0u8; 8];
     scribbler.read_at(PAYLOAD_OFFSET, &mut position).unwrap();
     let claimed = u64::from_ne_bytes(position);
@@ -98,7 +190,7 @@ fn a_producer_dying_between_claim_and_publish_stalls_consumers_without_hanging()
     }
     assert_eq!(ring.pop().unwrap(), Some(1));
     assert_eq!(ring.pop().unwrap(), Some(2));
-    // The dead producer's slot: consumers see "empty" although 3, 4, 5 wait.
+    // The unannounced slot: consumers see "empty" although 3, 4, 5 wait.
     assert_eq!(ring.pop().unwrap(), None);
     let started = Instant::now();
     assert_eq!(ring.pop_blocking(Duration::from_millis(50)).unwrap(), None);
@@ -124,14 +216,16 @@ fn a_producer_dying_between_claim_and_publish_stalls_consumers_without_hanging()
     );
 }
 
+/// The same for a consumer's claim: the value is lost, and a lap later the
+/// unfreed slot stops producers (bounded), as no announced claim explains it.
 #[test]
-fn a_consumer_dying_between_claim_and_free_loses_one_value_and_fills_a_lap_later() {
+fn an_unannounced_consumer_claim_is_never_repaired_and_waits_stay_bounded() {
     let (ring, guard, _) = private_ring(4);
     let scribbler = guard.attach().unwrap();
     for value in 0..3 {
         ring.push(value).unwrap();
     }
-    // A consumer killed right after its CAS: dequeue position moved, slot not freed.
+    // The dequeue position moved on, the slot not freed, nothing announced.
     let mut position = [0u8; 8];
     scribbler
         .read_at(PAYLOAD_OFFSET + 128, &mut position)
@@ -140,7 +234,7 @@ fn a_consumer_dying_between_claim_and_free_loses_one_value_and_fills_a_lap_later
     scribbler
         .write_at(PAYLOAD_OFFSET + 128, &(claimed + 1).to_ne_bytes())
         .unwrap();
-    // Value 0 is lost with the dead consumer; the others still arrive.
+    // Value 0 is skipped over; the others still arrive.
     assert_eq!(ring.pop().unwrap(), Some(1));
     assert_eq!(ring.pop().unwrap(), Some(2));
     // Producers: slot 3 is free, then the dead consumer's slot 0 is not.

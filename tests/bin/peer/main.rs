@@ -46,6 +46,8 @@ fn run(args: &[String]) -> Result<(), String> {
         "stream-echo" => echo::stream(args),
         "mpmc-produce" => mpmc::produce(args),
         "mpmc-consume" => mpmc::consume(args),
+        "mpmc-crash-produce" => mpmc::crash_produce(args),
+        "mpmc-crash-consume" => mpmc::crash_consume(args),
         "mpmc-sink" => echo::mpmc_sink(args),
         "store-check" => store::check(args),
         "idle" => creator::idle(args),

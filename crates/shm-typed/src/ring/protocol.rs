@@ -2,14 +2,21 @@
 //!
 //! [`SpscRing`](crate::SpscRing) and [`MpmcRing`](crate::MpmcRing) run these
 //! functions over atomics made with `AtomicU64::from_ptr` on the segment and
-//! over raw slot pointers; the loom tests (`loom_tests.rs`, `--cfg loom`) run
+//! over raw slot pointers; the loom tests (`tests/loom.rs`, `--cfg loom`) run
 //! the very same functions over loom's atomics and `UnsafeCell`s, so loom
 //! checks the orderings and the slot accesses of the code that ships, not of a
 //! restatement. Everything here is `#[inline(always)]` and monomorphized: the
 //! abstraction costs nothing on the hot path.
 //!
-//! What the protocols do not cover stays in the ring types: claims, sleeping
-//! and waking, error messages that name the segment.
+//! The MPMC part includes what lets that ring go on past a participant that
+//! died holding a claim: the intent words each participant writes before a
+//! claim, and the repair ([`mpmc_repair`], [`mpmc_settle`]) that a waiter runs
+//! over the participants table ([`Participants`]), whose judgement of death
+//! the ring type supplies (the loom tests supply an oracle).
+//!
+//! What the protocols do not cover stays in the ring types: side claims and
+//! participant registration, sleeping and waking, error messages that name
+//! the segment.
 
 use std::sync::atomic::Ordering;
 
@@ -24,10 +31,17 @@ pub(crate) trait Word64 {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
 }
 
 /// Implements [`Word64`] for an atomic type with `std`'s method names (loom's
-/// `AtomicU64` has them too; `loom_tests.rs` uses this).
+/// `AtomicU64` has them too; `tests/loom.rs` uses this).
 macro_rules! impl_word64 {
     ($atomic:ty) => {
         impl $crate::ring::protocol::Word64 for $atomic {
@@ -51,6 +65,17 @@ macro_rules! impl_word64 {
                 failure: std::sync::atomic::Ordering,
             ) -> Result<u64, u64> {
                 self.compare_exchange_weak(current, new, success, failure)
+            }
+
+            #[inline(always)]
+            fn compare_exchange(
+                &self,
+                current: u64,
+                new: u64,
+                success: std::sync::atomic::Ordering,
+                failure: std::sync::atomic::Ordering,
+            ) -> Result<u64, u64> {
+                self.compare_exchange(current, new, success, failure)
             }
         }
     };
@@ -285,41 +310,335 @@ impl SpscConsumer {
     }
 }
 
+// The MPMC protocol: Dmitry Vyukov's bounded queue, plus the intent words and
+// the repair that let the ring go on past a participant that died holding a
+// claim (the design is argued on `MpmcRing`, the layout in
+// docs/notes/mpmc-recovery.md).
+
+/// An intent word that names no claim.
+pub(crate) const IDLE: u64 = 0;
+/// The operation bits (the low two) of an intent to claim a position to push.
+pub(crate) const PUSHING: u64 = 1;
+/// The operation bits of an intent to claim a position to pop.
+pub(crate) const POPPING: u64 = 2;
+
+/// The intent word of a claim of `position` for `operation` ([`PUSHING`] or
+/// [`POPPING`]): `position << 2 | operation`. The position is kept modulo
+/// 2^62: two claims 2^62 positions apart (a century at a billion operations
+/// a second) read the same, which nothing here tells apart.
+#[inline(always)]
+pub(crate) const fn intent(operation: u64, position: u64) -> u64 {
+    position << 2 | operation
+}
+
+/// The position an intent word names: of the positions it may stand for
+/// (every 2^62nd), the one nearest to `near`.
+#[inline(always)]
+pub(crate) const fn intended_position(intent: u64, near: u64) -> u64 {
+    let behind = ((near << 2).wrapping_sub(intent & !3) as i64) >> 2;
+    near.wrapping_sub(behind as u64)
+}
+
+/// The sequence word of the slot of `position` once a repair has marked the
+/// claim of a dead producer as skipped: `position + 1` (what a publish would
+/// have stored) with the top bit flipped. Live sequence words of a slot stay
+/// within a few laps of the positions in use, so this value, 2^63 away, is
+/// never one of them. Both sides read a sequence that far from their position
+/// as a mark ([`unmarked`]) and then as the publish it stands for: a producer
+/// sees the slot as still full (or its own position as stale), a consumer at
+/// the position claims it as usual, takes no value and frees the slot.
+#[inline(always)]
+pub(crate) const fn skip_mark(position: u64) -> u64 {
+    position.wrapping_add(1) ^ (1 << 63)
+}
+
+/// A sequence `seen` in the slot of `position`, with a [`skip_mark`] turned
+/// back into the publish it stands for: `(sequence, whether it was a mark)`.
+/// A mark is any value more than 2^62 away from the position.
+#[inline(always)]
+const fn unmarked(seen: u64, position: u64) -> (u64, bool) {
+    if seen.wrapping_sub(position).wrapping_add(1 << 62) >= 1 << 63 {
+        (seen ^ (1 << 63), true)
+    } else {
+        (seen, false)
+    }
+}
+
+/// Whether the claim position `next` (the enqueue or dequeue position, read
+/// now) has passed `position`: modulo 2^64, by the sign of the difference.
+#[inline(always)]
+const fn claimed(next: u64, position: u64) -> bool {
+    (next.wrapping_sub(position) as i64) > 0
+}
+
+/// The participants table of an MPMC ring, as the repair reads it: for each
+/// record an owner word (pid in the low half, 0: free; a generation in the
+/// high half), a seal (the owner word again, written once the record is
+/// complete) and an intent word, and the one judgement of death.
+pub(crate) trait Participants {
+    type Word: Word64;
+
+    /// How many records the table has.
+    fn records(&self) -> usize;
+    /// The owner word of `record` (`record < records()`).
+    fn owner(&self, record: usize) -> &Self::Word;
+    /// The seal of `record`.
+    fn seal(&self, record: usize) -> &Self::Word;
+    /// The intent word of `record`.
+    fn intent(&self, record: usize) -> &Self::Word;
+    /// Whether the participant that `owner` (just read from `record`, sealed)
+    /// names is dead: definitely, never on a guess. May read the record's
+    /// other words; must not be wrong in the "dead" direction.
+    fn is_dead(&self, record: usize, owner: u64) -> bool;
+}
+
+/// Whether the claim that `wanted` (an intent word) describes was made by a
+/// dead participant: at least one complete record announces exactly that
+/// claim, and every one that does belongs to a participant judged dead.
+///
+/// Why that suffices, given that every participant announces each claim in its
+/// own record before the claim's compare-and-swap (with Release), and that the
+/// caller has seen the claim with an Acquire load of the claim position: the
+/// claimer's announcement is then visible, so the claimer is among the
+/// records that name `wanted`, unless it has since announced something else,
+/// which it does only once it has published or freed the slot (and then the
+/// Acquire load of its intent word makes that store visible to the repair's
+/// compare-and-swap, which fails). Others may name the same claim because
+/// their own compare-and-swap for it failed; were any of them alive, it could
+/// be the claimer, so one live namer is enough to wait. A free record names
+/// nothing (its last holder released it idle, or it was taken over settled),
+/// nor does an unsealed one (its new holder has claimed nothing yet). A
+/// record that changes hands while we read it makes the answer "not now".
+#[inline]
+pub(crate) fn claimer_is_dead(participants: &impl Participants, wanted: u64) -> bool {
+    let mut named = false;
+    for record in 0..participants.records() {
+        let owner = participants.owner(record).load(Ordering::Acquire);
+        if owner & crate::lock::liveness::ID_MASK == 0
+            || participants.seal(record).load(Ordering::Acquire) != owner
+            || participants.intent(record).load(Ordering::Acquire) != wanted
+        {
+            continue;
+        }
+        let dead = participants.is_dead(record, owner);
+        if !dead || participants.owner(record).load(Ordering::Acquire) != owner {
+            return false;
+        }
+        named = true;
+    }
+    named
+}
+
+/// If the slot of `position`, whose sequence word reads `seen`, holds a claim
+/// for `operation` that was made (`dequeued` and `enqueued` are the claim
+/// positions, read with Acquire) and not finished, the sequence its repair
+/// stores: a dead producer's slot gets the [`skip_mark`]; a dead consumer's is
+/// freed for the next lap, as the consumer would have done.
+#[inline]
+const fn stuck(
+    operation: u64,
+    position: u64,
+    seen: u64,
+    dequeued: u64,
+    enqueued: u64,
+    capacity: u64,
+) -> Option<u64> {
+    if operation == PUSHING {
+        if seen == position && claimed(enqueued, position) {
+            return Some(skip_mark(position));
+        }
+    } else if operation == POPPING
+        && (seen == position.wrapping_add(1) || seen == skip_mark(position))
+        && claimed(dequeued, position)
+    {
+        return Some(position.wrapping_add(capacity));
+    }
+    None
+}
+
+/// Repairs the claim of `position` for `operation` if it is stuck and its
+/// claimer dead: one compare-and-swap from the very sequence seen, so that of
+/// any number of repairers exactly one succeeds, and none if the claimer
+/// finished after all. Whether this call repaired it.
+#[inline]
+fn repair_claim<T>(
+    operation: u64,
+    position: u64,
+    (dequeued, enqueued): (u64, u64),
+    cells: &impl SequencedCells<T>,
+    capacity: u64,
+    participants: &impl Participants,
+) -> bool {
+    let sequence = cells.sequence(position);
+    let seen = sequence.load(Ordering::Acquire);
+    match stuck(operation, position, seen, dequeued, enqueued, capacity) {
+        Some(repaired) => {
+            claimer_is_dead(participants, intent(operation, position))
+                && sequence
+                    .compare_exchange(seen, repaired, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+        }
+        None => false,
+    }
+}
+
+/// Looks for a claim that stops the ring and repairs it if its claimer is
+/// dead; returns how many claims this call repaired (0 to 2). Called by a
+/// party that found the ring empty or full for a while, never on the fast
+/// path.
+///
+/// A dead claimer stops the ring only where a party waits: consumers at the
+/// dequeue position (a producer's unfinished claim of it, or the previous
+/// lap's consumer that never freed its slot), producers at the enqueue
+/// position (a consumer of the previous lap that never freed the slot, or a
+/// producer that never published one: then consumers wait at it too). So the
+/// two slots at the claim positions are all there is to look at.
+pub(crate) fn mpmc_repair<T>(
+    enqueue: &impl Word64,
+    dequeue: &impl Word64,
+    cells: &impl SequencedCells<T>,
+    capacity: u64,
+    participants: &impl Participants,
+) -> u32 {
+    // Acquire: synchronises with the claims' compare-and-swaps (Release), and
+    // so with the intents announced before them.
+    let dequeued = dequeue.load(Ordering::Acquire);
+    let enqueued = enqueue.load(Ordering::Acquire);
+    let positions = (dequeued, enqueued);
+    let mut repaired = 0;
+    // A producer's claim of the enqueue position minus a lap, if stuck, is
+    // the dequeue position's (no consumer can have passed it), so three
+    // candidates cover both waits.
+    let candidates = [
+        (PUSHING, dequeued),
+        (POPPING, dequeued.wrapping_sub(capacity)),
+        (POPPING, enqueued.wrapping_sub(capacity)),
+    ];
+    let count = if enqueued == dequeued { 2 } else { 3 };
+    for &(operation, position) in &candidates[..count] {
+        if repair_claim(
+            operation,
+            position,
+            positions,
+            cells,
+            capacity,
+            participants,
+        ) {
+            repaired += 1;
+        }
+    }
+    repaired
+}
+
+/// Whether the claim that a dead participant's intent word `announced` names
+/// is finished, repaired now, or never made: then its record may be taken
+/// over without losing the evidence a later repair would need. `false` while
+/// a live participant names the same claim (it may be the claimer).
+pub(crate) fn mpmc_settle<T>(
+    enqueue: &impl Word64,
+    dequeue: &impl Word64,
+    cells: &impl SequencedCells<T>,
+    capacity: u64,
+    participants: &impl Participants,
+    announced: u64,
+) -> bool {
+    let operation = announced & 3;
+    if operation != PUSHING && operation != POPPING {
+        return true;
+    }
+    let dequeued = dequeue.load(Ordering::Acquire);
+    let enqueued = enqueue.load(Ordering::Acquire);
+    let near = if operation == PUSHING {
+        enqueued
+    } else {
+        dequeued
+    };
+    let position = intended_position(announced, near);
+    let seen = cells.sequence(position).load(Ordering::Acquire);
+    if stuck(operation, position, seen, dequeued, enqueued, capacity).is_none() {
+        return true;
+    }
+    repair_claim(
+        operation,
+        position,
+        (dequeued, enqueued),
+        cells,
+        capacity,
+        participants,
+    ) || stuck(
+        operation,
+        position,
+        cells.sequence(position).load(Ordering::Acquire),
+        dequeued,
+        enqueued,
+        capacity,
+    )
+    .is_none()
+}
+
+/// Withdraws an intent this call announced for a claim it did not win, so
+/// that a live participant never stands in the way of repairing a claim it
+/// does not hold (see [`claimer_is_dead`]).
+#[inline(always)]
+fn withdraw(intent_word: &impl Word64, announced: bool) {
+    if announced {
+        intent_word.store(IDLE, Ordering::Release);
+    }
+}
+
 /// Pushes one value into an MPMC ring (Dmitry Vyukov's bounded queue): the
 /// cell for position `p` is free when its sequence is `p` and holds the value
 /// for `p` when it is `p + 1`. Positions and sequences count modulo 2^64 on
 /// purpose: every sum is `wrapping_add` and every comparison the sign of a
 /// `wrapping_sub`, so a ring passes `u64::MAX` like any other position, the
 /// same in debug and release builds, and no value a peer writes can make this
-/// arithmetic panic. A producer claims `p` with a CAS on `enqueue`,
-/// writes the value, and publishes with a Release store of `p + 1`. Gives up
-/// (`Broken`) after `max_retries` lost or confused rounds, which real
-/// contention never reaches and a peer writing nonsense can.
+/// arithmetic panic.
+///
+/// A producer announces `p` in its own intent word (`intent_word`, Release:
+/// after whatever it published before), claims `p` with a CAS on `enqueue`
+/// (Release on success, so that whoever sees the claim sees the intent),
+/// writes the value, and publishes with a Release store of `p + 1`. An intent
+/// whose claim failed is withdrawn before returning. A [`skip_mark`] reads as
+/// the publish it stands for: the slot of a previous lap still full, or our
+/// own position stale (claimed and repaired meanwhile). Gives up (`Broken`) after `max_retries` lost or confused
+/// rounds, which real contention never reaches and a peer writing nonsense
+/// can.
 #[inline(always)]
 pub(crate) fn mpmc_push<T>(
     enqueue: &impl Word64,
     cells: &impl SequencedCells<T>,
+    intent_word: &impl Word64,
     value: T,
     max_retries: u32,
 ) -> Push<T, ()> {
     let mut position = enqueue.load(Ordering::Relaxed);
     let mut retries = 0u32;
+    let mut announced = false;
     loop {
         let sequence = cells.sequence(position);
-        let seen = sequence.load(Ordering::Acquire);
-        let lag = seen.wrapping_sub(position) as i64;
+        let mut seen = sequence.load(Ordering::Acquire);
+        let mut lag = seen.wrapping_sub(position) as i64;
+        if lag != 0 {
+            // A skip mark reads as the publish it stands for (never as free).
+            seen = unmarked(seen, position).0;
+            lag = seen.wrapping_sub(position) as i64;
+        }
         if lag == 0 {
+            intent_word.store(intent(PUSHING, position), Ordering::Release);
+            announced = true;
             match enqueue.compare_exchange_weak(
                 position,
                 position.wrapping_add(1),
-                Ordering::Relaxed,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
+                    crate::fault::pause(crate::fault::Pause::PushUnpublished);
                     // SAFETY: the CAS gave us position `position`, whose cell is
                     // free (its sequence is `position`, read with Acquire after
                     // the consumer of the previous lap released it); no one else
-                    // touches the value until we publish.
+                    // touches the value until we publish, and no repair takes
+                    // the slot from us while we live.
                     unsafe { cells.write(position, value) };
                     sequence.store(position.wrapping_add(1), Ordering::Release);
                     return Push::Done;
@@ -327,46 +646,70 @@ pub(crate) fn mpmc_push<T>(
                 Err(current) => position = current,
             }
         } else if lag < 0 {
-            // The cell still holds the value from the previous lap: full.
+            // The cell still holds the value from the previous lap (or a skip
+            // mark no consumer has passed yet): full.
+            withdraw(intent_word, announced);
             return Push::Full(value);
         } else {
             position = enqueue.load(Ordering::Relaxed);
         }
         retries += 1;
         if retries > max_retries {
+            withdraw(intent_word, announced);
             return Push::Broken(value, ());
         }
     }
 }
 
-/// Pops one value from an MPMC ring: claims position `p` with a CAS on
-/// `dequeue` once its cell's sequence is `p + 1` (Acquire, pairing with the
-/// producer's Release), copies the value out, and frees the cell for the next
-/// lap with a Release store of `p + capacity`.
+/// Pops one value from an MPMC ring: announces `p` in `intent_word`, claims
+/// position `p` with a CAS on `dequeue` once its cell's sequence is `p + 1`
+/// (Acquire, pairing with the producer's Release), copies the value out, and
+/// frees the cell for the next lap with a Release store of `p + capacity`. A
+/// cell that carries the [`skip_mark`] of `p` (its producer died and a repair
+/// marked it) is claimed and freed the same way, without a value, and the pop
+/// goes on with the next position.
 #[inline(always)]
 pub(crate) fn mpmc_pop<T>(
     dequeue: &impl Word64,
     cells: &impl SequencedCells<T>,
+    intent_word: &impl Word64,
     capacity: u64,
     max_retries: u32,
 ) -> Pop<T, ()> {
     let mut position = dequeue.load(Ordering::Relaxed);
     let mut retries = 0u32;
+    let mut announced = false;
     loop {
         let sequence = cells.sequence(position);
         let seen = sequence.load(Ordering::Acquire);
-        let lag = seen.wrapping_sub(position.wrapping_add(1)) as i64;
+        let mut lag = seen.wrapping_sub(position.wrapping_add(1)) as i64;
+        let mut skipped = false;
+        if lag != 0 {
+            let (unmarked, mark) = unmarked(seen, position);
+            lag = unmarked.wrapping_sub(position.wrapping_add(1)) as i64;
+            skipped = mark;
+        }
         if lag == 0 {
+            intent_word.store(intent(POPPING, position), Ordering::Release);
+            announced = true;
             match dequeue.compare_exchange_weak(
                 position,
                 position.wrapping_add(1),
-                Ordering::Relaxed,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
+                Ok(_) if skipped => {
+                    crate::fault::pause(crate::fault::Pause::SkipUnfreed);
+                    // Nothing to read: free the slot and go on.
+                    sequence.store(position.wrapping_add(capacity), Ordering::Release);
+                    position = position.wrapping_add(1);
+                }
                 Ok(_) => {
+                    crate::fault::pause(crate::fault::Pause::PopUnfreed);
                     // SAFETY: the CAS gave us position `position`, published (its
                     // sequence is `position + 1`, read with Acquire); producers do
-                    // not write it again until we free it.
+                    // not write it again until we free it, and no repair frees it
+                    // while we live.
                     let value = unsafe { cells.read(position) };
                     sequence.store(position.wrapping_add(capacity), Ordering::Release);
                     return Pop::Value(value);
@@ -374,13 +717,103 @@ pub(crate) fn mpmc_pop<T>(
                 Err(current) => position = current,
             }
         } else if lag < 0 {
+            withdraw(intent_word, announced);
             return Pop::Empty;
         } else {
             position = dequeue.load(Ordering::Relaxed);
         }
         retries += 1;
         if retries > max_retries {
+            withdraw(intent_word, announced);
             return Pop::Broken(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intents_name_their_position_near_any_reference() {
+        for position in [0, 1, 7, u64::MAX, u64::MAX - 3, 1 << 62, (1 << 62) - 1] {
+            for operation in [PUSHING, POPPING] {
+                let word = intent(operation, position);
+                assert_eq!(word & 3, operation);
+                for near in [0u64, 1, 1000, u64::MAX - 1000] {
+                    let near = position.wrapping_add(near % 4096).wrapping_sub(2048);
+                    assert_eq!(
+                        intended_position(word, near),
+                        position,
+                        "{position} near {near}"
+                    );
+                }
+            }
+        }
+        assert_ne!(intent(PUSHING, 5), intent(POPPING, 5));
+        assert_ne!(intent(PUSHING, 5), IDLE);
+    }
+
+    #[test]
+    fn a_skip_mark_is_far_from_every_live_sequence_of_its_slot() {
+        let capacity = 2u64;
+        for position in [0, 1, u64::MAX, u64::MAX - 1, 1 << 63] {
+            let mark = skip_mark(position);
+            for lap in -2i64..=2 {
+                let base = position.wrapping_add((lap * capacity as i64) as u64);
+                assert_ne!(mark, base);
+                assert_ne!(mark, base.wrapping_add(1));
+            }
+            // Both sides read it as the publish it stands for: a producer one
+            // lap on as full, a stale one as moved on.
+            for near in [
+                position,
+                position.wrapping_add(capacity),
+                position.wrapping_sub(capacity),
+            ] {
+                assert_eq!(unmarked(mark, near), (position.wrapping_add(1), true));
+            }
+            for lap in -2i64..=2 {
+                let live = position.wrapping_add((lap * capacity as i64) as u64);
+                assert_eq!(unmarked(live, position), (live, false));
+                assert!(!unmarked(live.wrapping_add(1), position).1);
+            }
+            // A consumer at the position knows it for what it is.
+            assert_eq!(
+                stuck(
+                    POPPING,
+                    position,
+                    mark,
+                    position.wrapping_add(1),
+                    0,
+                    capacity
+                ),
+                Some(position.wrapping_add(capacity))
+            );
+        }
+    }
+
+    #[test]
+    fn only_claimed_unfinished_slots_are_stuck() {
+        let capacity = 4;
+        // A producer's claim of 10: stuck once enqueue passed it, not before.
+        assert_eq!(
+            stuck(PUSHING, 10, 10, 10, 11, capacity),
+            Some(skip_mark(10))
+        );
+        assert_eq!(stuck(PUSHING, 10, 10, 10, 10, capacity), None);
+        assert_eq!(stuck(PUSHING, 10, 11, 10, 11, capacity), None, "published");
+        // A consumer's claim of 10: stuck once dequeue passed it.
+        assert_eq!(stuck(POPPING, 10, 11, 11, 12, capacity), Some(14));
+        assert_eq!(stuck(POPPING, 10, 11, 10, 12, capacity), None);
+        assert_eq!(stuck(POPPING, 10, 14, 11, 12, capacity), None, "freed");
+        // Across u64::MAX.
+        let top = u64::MAX;
+        assert_eq!(
+            stuck(PUSHING, top, top, top, 0, capacity),
+            Some(skip_mark(top))
+        );
+        assert_eq!(stuck(POPPING, top, 0, 0, 1, capacity), Some(3));
+        assert_eq!(stuck(IDLE, 10, 10, 10, 11, capacity), None);
     }
 }

@@ -6,6 +6,24 @@
 //!
 //! The functions under test are the ones `SpscRing` and `MpmcRing` call; only
 //! the memory differs (loom's atomics and cells instead of words in a segment).
+//!
+//! The MPMC models also run the repair (`mpmc_repair`) over a participants
+//! table whose liveness oracle the model controls: a participant "dies" by
+//! stopping between any two of its steps (every atomic operation and cell
+//! access is a step; each model runs once per step at which the victim
+//! stops), and the oracle says dead only for a participant that stopped, from
+//! the moment it did. The models check that no value arrives twice, that
+//! nothing but the dead participant's own value is lost, and that the ring
+//! goes on. Each of these tests fails when the repair ignores liveness, when
+//! a lost claim's intent is not withdrawn, when the skip is not freed, when a
+//! repair is a store rather than a compare-and-swap, or when a candidate claim
+//! is not looked at (each mutation tried once). What they do not catch: the
+//! Release on the intent store and on the claim's compare-and-swap made
+//! Relaxed. loom 0.7 never lets the repairer read the stale intent that
+//! allows (a thread that loads a word before its compare-and-swap on it hides
+//! the stale read from loom's exploration; reproduced outside this crate), and
+//! its compare-and-swap always reads the latest value, so those two orderings
+//! rest on the argument given on `claimer_is_dead`.
 //! Run with
 //!
 //! ```sh
@@ -13,13 +31,17 @@
 //!     cargo test -p shm-typed --lib --release tests::loom
 //! ```
 
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::AtomicU64;
+use loom::sync::atomic::{AtomicBool, AtomicU64};
 use loom::sync::Arc;
 use loom::thread;
 
 use crate::ring::protocol::{
-    mpmc_pop, mpmc_push, Cells, Pop, Push, SequencedCells, SpscConsumer, SpscProducer,
+    intent, mpmc_pop, mpmc_push, mpmc_repair, skip_mark, Cells, Participants, Pop, Push,
+    SequencedCells, SpscConsumer, SpscProducer, Word64, POPPING, PUSHING,
 };
 
 crate::ring::protocol::impl_word64!(AtomicU64);
@@ -164,13 +186,41 @@ fn spsc_batches_of_two_arrive_whole_without_races() {
     });
 }
 
-/// The MPMC ring's shared state: the two claim positions and the sequenced cells.
+/// The participants table of the MPMC model: each record's owner word and
+/// seal (written once, before the model's threads start: registration is not
+/// modelled) and intent word, and the oracle.
+struct Table {
+    owners: Vec<AtomicU64>,
+    seals: Vec<AtomicU64>,
+    intents: Vec<AtomicU64>,
+    /// The liveness oracle: set, with Release, by a participant at the moment
+    /// it stops; read with Acquire, as the kernel's word that a process is
+    /// gone comes after everything it did.
+    dead: Vec<AtomicBool>,
+}
+
+impl Table {
+    fn new(records: usize) -> Table {
+        // Record i names pid i + 1, generation 1, sealed.
+        let owner = |record: usize| (1u64 << 32) | (record as u64 + 1);
+        Table {
+            owners: (0..records).map(|r| AtomicU64::new(owner(r))).collect(),
+            seals: (0..records).map(|r| AtomicU64::new(owner(r))).collect(),
+            intents: (0..records).map(|_| AtomicU64::new(0)).collect(),
+            dead: (0..records).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+}
+
+/// The MPMC ring's shared state: the two claim positions, the sequenced
+/// cells and the participants table.
 struct Mpmc {
     enqueue: AtomicU64,
     dequeue: AtomicU64,
     sequences: Vec<AtomicU64>,
     cells: LoomCells,
     capacity: u64,
+    table: Table,
 }
 
 impl Cells<u64> for Mpmc {
@@ -193,8 +243,32 @@ impl SequencedCells<u64> for Mpmc {
     }
 }
 
+impl Participants for Mpmc {
+    type Word = AtomicU64;
+
+    fn records(&self) -> usize {
+        self.table.owners.len()
+    }
+
+    fn owner(&self, record: usize) -> &AtomicU64 {
+        &self.table.owners[record]
+    }
+
+    fn seal(&self, record: usize) -> &AtomicU64 {
+        &self.table.seals[record]
+    }
+
+    fn intent(&self, record: usize) -> &AtomicU64 {
+        &self.table.intents[record]
+    }
+
+    fn is_dead(&self, record: usize, _owner: u64) -> bool {
+        self.table.dead[record].load(Ordering::Acquire)
+    }
+}
+
 impl Mpmc {
-    fn new(capacity: u64) -> Arc<Mpmc> {
+    fn new(capacity: u64, records: usize) -> Arc<Mpmc> {
         Arc::new(Mpmc {
             enqueue: AtomicU64::new(0),
             dequeue: AtomicU64::new(0),
@@ -202,67 +276,283 @@ impl Mpmc {
             sequences: (0..capacity).map(AtomicU64::new).collect(),
             cells: LoomCells::new(capacity),
             capacity,
+            table: Table::new(records),
         })
     }
 
-    fn push(&self, value: u64) -> bool {
-        match mpmc_push(&self.enqueue, self, value, u32::MAX) {
+    /// Pushes as the participant of `record`.
+    fn push(&self, record: usize, value: u64) -> bool {
+        match mpmc_push(
+            &self.enqueue,
+            self,
+            &self.table.intents[record],
+            value,
+            u32::MAX,
+        ) {
             Push::Done => true,
             Push::Full(_) => false,
             Push::Broken(..) => panic!("gave up"),
         }
     }
 
-    fn pop(&self) -> Option<u64> {
-        match mpmc_pop(&self.dequeue, self, self.capacity, u32::MAX) {
+    /// Pops as the participant of `record`.
+    fn pop(&self, record: usize) -> Option<u64> {
+        match mpmc_pop(
+            &self.dequeue,
+            self,
+            &self.table.intents[record],
+            self.capacity,
+            u32::MAX,
+        ) {
             Pop::Value(value) => Some(value),
             Pop::Empty => None,
             Pop::Broken(()) => panic!("gave up"),
         }
     }
 
-    /// Pops one value, yielding to other threads while the ring is empty.
-    fn pop_one(&self) -> u64 {
+    /// What a waiter does before it sleeps: repairs a dead participant's claim.
+    fn repair(&self) -> u32 {
+        mpmc_repair(&self.enqueue, &self.dequeue, self, self.capacity, self)
+    }
+
+    /// Pushes, repairing and yielding while the ring is full, as a blocking
+    /// push does: after a repair it tries again at once.
+    fn push_waiting(&self, record: usize, value: u64) {
+        while !self.push(record, value) {
+            if self.repair() == 0 {
+                thread::yield_now();
+            }
+        }
+    }
+
+    /// Pops one value, repairing and yielding while the ring is empty (after
+    /// a repair it tries again at once).
+    fn pop_one(&self, record: usize) -> u64 {
         loop {
-            if let Some(value) = self.pop() {
+            if let Some(value) = self.pop(record) {
                 return value;
             }
-            thread::yield_now();
+            if self.repair() == 0 {
+                thread::yield_now();
+            }
+        }
+    }
+
+    /// Pops what is left, repairing until nothing is stuck.
+    fn drain(&self, record: usize, into: &mut Vec<u64>) {
+        loop {
+            match self.pop(record) {
+                Some(value) => into.push(value),
+                None if self.repair() == 0 => return,
+                None => {}
+            }
         }
     }
 }
 
+/// How far a dying participant gets: `left` more steps, then it stops for
+/// good. At the step it does not take it tells the oracle it is dead; from
+/// then on its loads read 0 and its stores and compare-and-swaps do nothing,
+/// without touching the model's memory, so the rest of its protocol call
+/// (which it runs to the end, bounded by its retry limit) is invisible to
+/// everyone else: exactly a process that stopped there.
+struct Fate<'a> {
+    left: Cell<u32>,
+    stopped: Cell<bool>,
+    dead: &'a AtomicBool,
+}
+
+impl<'a> Fate<'a> {
+    fn new(ring: &'a Mpmc, record: usize, steps: u32) -> Fate<'a> {
+        Fate {
+            left: Cell::new(steps),
+            stopped: Cell::new(false),
+            dead: &ring.table.dead[record],
+        }
+    }
+
+    /// Whether the next step happens.
+    fn step(&self) -> bool {
+        if self.stopped.get() {
+            return false;
+        }
+        match self.left.get() {
+            0 => {
+                self.stopped.set(true);
+                self.dead.store(true, Ordering::Release);
+                false
+            }
+            left => {
+                self.left.set(left - 1);
+                true
+            }
+        }
+    }
+}
+
+/// A word as a dying participant sees it.
+struct DyingWord<'a> {
+    word: &'a AtomicU64,
+    fate: &'a Fate<'a>,
+}
+
+impl Word64 for DyingWord<'_> {
+    fn load(&self, order: Ordering) -> u64 {
+        if self.fate.step() {
+            self.word.load(order)
+        } else {
+            0
+        }
+    }
+
+    fn store(&self, value: u64, order: Ordering) {
+        if self.fate.step() {
+            self.word.store(value, order)
+        }
+    }
+
+    fn compare_exchange_weak(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        if self.fate.step() {
+            self.word
+                .compare_exchange_weak(current, new, success, failure)
+        } else {
+            Err(0)
+        }
+    }
+
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        if self.fate.step() {
+            self.word.compare_exchange(current, new, success, failure)
+        } else {
+            Err(0)
+        }
+    }
+}
+
+/// The ring as a dying participant sees it.
+struct Dying<'a> {
+    ring: &'a Mpmc,
+    fate: &'a Fate<'a>,
+    sequences: Vec<DyingWord<'a>>,
+}
+
+impl<'a> Dying<'a> {
+    fn new(ring: &'a Mpmc, fate: &'a Fate<'a>) -> Dying<'a> {
+        Dying {
+            ring,
+            fate,
+            sequences: ring
+                .sequences
+                .iter()
+                .map(|word| DyingWord { word, fate })
+                .collect(),
+        }
+    }
+
+    fn word(&self, word: &'a AtomicU64) -> DyingWord<'a> {
+        DyingWord {
+            word,
+            fate: self.fate,
+        }
+    }
+
+    /// Pushes as the participant of `record`; `true` if the push returned
+    /// `Done` (a participant that stopped never returns that).
+    fn push(&self, record: usize, value: u64) -> bool {
+        let enqueue = self.word(&self.ring.enqueue);
+        let intent = self.word(&self.ring.table.intents[record]);
+        matches!(mpmc_push(&enqueue, self, &intent, value, 4), Push::Done)
+            && !self.fate.stopped.get()
+    }
+
+    /// Pops as the participant of `record`: the value if the pop returned one
+    /// while the participant was alive.
+    fn pop(&self, record: usize) -> Option<u64> {
+        let dequeue = self.word(&self.ring.dequeue);
+        let intent = self.word(&self.ring.table.intents[record]);
+        match mpmc_pop(&dequeue, self, &intent, self.ring.capacity, 4) {
+            Pop::Value(value) if !self.fate.stopped.get() => Some(value),
+            _ => None,
+        }
+    }
+}
+
+impl Cells<u64> for Dying<'_> {
+    unsafe fn write(&self, position: u64, value: u64) {
+        if self.fate.step() {
+            // SAFETY: forwarded; same contract.
+            unsafe { self.ring.cells.write(position, value) }
+        }
+    }
+
+    unsafe fn read(&self, position: u64) -> u64 {
+        if self.fate.step() {
+            // SAFETY: forwarded; same contract.
+            unsafe { self.ring.cells.read(position) }
+        } else {
+            0
+        }
+    }
+}
+
+impl<'a> SequencedCells<u64> for Dying<'a> {
+    type Sequence = DyingWord<'a>;
+
+    fn sequence(&self, position: u64) -> &DyingWord<'a> {
+        &self.sequences[(position % self.ring.capacity) as usize]
+    }
+}
+
+/// Steps of an uncontended push or pop: load the position, load the
+/// sequence, announce, claim, the cell, the sequence. A victim given more
+/// steps than that may still stop, on a retry after a lost claim.
+const STEPS: u32 = 6;
+
 #[test]
 fn mpmc_two_producers_each_value_exactly_once() {
     loom::model(|| {
-        let ring = Mpmc::new(2);
+        let ring = Mpmc::new(2, 3);
         let producers: Vec<_> = [1u64, 2]
             .into_iter()
             .map(|value| {
                 let ring = ring.clone();
-                thread::spawn(move || assert!(ring.push(value), "two cells, two values"))
+                thread::spawn(move || {
+                    assert!(ring.push(value as usize, value), "two cells, two values")
+                })
             })
             .collect();
-        let mut all = [ring.pop_one(), ring.pop_one()];
+        let mut all = [ring.pop_one(0), ring.pop_one(0)];
         for producer in producers {
             producer.join().unwrap();
         }
         all.sort_unstable();
         assert_eq!(all, [1, 2]);
-        assert_eq!(ring.pop(), None);
+        assert_eq!(ring.pop(0), None);
     });
 }
 
 #[test]
 fn mpmc_two_consumers_each_value_exactly_once() {
     loom::model(|| {
-        let ring = Mpmc::new(2);
-        assert!(ring.push(1) && ring.push(2));
+        let ring = Mpmc::new(2, 2);
+        assert!(ring.push(0, 1) && ring.push(0, 2));
         let consumer = {
             let ring = ring.clone();
-            thread::spawn(move || ring.pop())
+            thread::spawn(move || ring.pop(1))
         };
-        let mine = ring.pop();
+        let mine = ring.pop(0);
         let theirs = consumer.join().unwrap();
         // Both values are there before either pop starts: each gets one.
         let mut all = [
@@ -277,19 +567,202 @@ fn mpmc_two_consumers_each_value_exactly_once() {
 #[test]
 fn mpmc_wraps_around_a_lap_in_order() {
     loom::model(|| {
-        let ring = Mpmc::new(2);
+        let ring = Mpmc::new(2, 2);
         let producer = {
             let ring = ring.clone();
             thread::spawn(move || {
                 for value in 1..=3 {
-                    while !ring.push(value) {
+                    while !ring.push(1, value) {
                         thread::yield_now();
                     }
                 }
             })
         };
-        let received: Vec<u64> = (0..3).map(|_| ring.pop_one()).collect();
+        let received: Vec<u64> = (0..3).map(|_| ring.pop_one(0)).collect();
         producer.join().unwrap();
         assert_eq!(received, [1, 2, 3]);
+    });
+}
+
+/// A producer that stops at any step of its push, racing a live producer
+/// for the same positions, with a consumer that repairs whenever the ring
+/// looks empty: the live value arrives exactly once, the victim's value at
+/// most once (and surely if its push returned), and the ring takes a value
+/// afterwards. Covers the dead claimer, the dead loser of a claim whose
+/// intent still names the position the live one holds, and the live one
+/// slow between claim and publish (never repaired).
+#[test]
+fn mpmc_a_producer_dying_at_any_step_costs_at_most_its_own_value() {
+    for steps in 0..=STEPS + 2 {
+        loom::model(move || {
+            let ring = Mpmc::new(2, 3);
+            let victim = {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let fate = Fate::new(&ring, 0, steps);
+                    Dying::new(&ring, &fate).push(0, 10)
+                })
+            };
+            let live = {
+                let ring = ring.clone();
+                thread::spawn(move || ring.push_waiting(1, 20))
+            };
+            let mut received = vec![ring.pop_one(2)];
+            if received[0] != 20 {
+                received.push(ring.pop_one(2));
+            }
+            live.join().unwrap();
+            let pushed = victim.join().unwrap();
+            ring.drain(2, &mut received);
+            received.sort_unstable();
+            let expected: &[u64] = if pushed { &[10, 20] } else { &[20] };
+            assert!(
+                received == expected || (!pushed && received == [10, 20]),
+                "{steps} steps: received {received:?}, victim's push returned: {pushed}"
+            );
+            // The ring goes on: a lap later every slot takes a value again
+            // (for a waiting producer, which repairs what is in its way).
+            for value in [30, 31] {
+                ring.push_waiting(2, value);
+            }
+            assert_eq!((ring.pop(2), ring.pop(2)), (Some(30), Some(31)));
+        });
+    }
+}
+
+/// A consumer that stops at any step of its pop, racing a live consumer for
+/// the one value there is, while a live producer needs the victim's slot a
+/// lap later and repairs whenever the ring looks full: every value but the
+/// one the victim was taking arrives exactly once, and the producer gets
+/// through. The live consumer pops once and is done: had it, after losing
+/// the race, left its intent for the victim's claim standing, it would stand
+/// in the way of that claim's repair for good.
+#[test]
+fn mpmc_a_consumer_dying_at_any_step_costs_at_most_the_value_it_took() {
+    for steps in 0..=STEPS + 2 {
+        loom::model(move || {
+            let ring = Mpmc::new(2, 3);
+            assert!(ring.push(1, 10));
+            let victim = {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let fate = Fate::new(&ring, 0, steps);
+                    Dying::new(&ring, &fate).pop(0)
+                })
+            };
+            let consumer = {
+                let ring = ring.clone();
+                thread::spawn(move || ring.pop(2))
+            };
+            for value in [20, 30] {
+                ring.push_waiting(1, value);
+            }
+            let mut received: Vec<u64> = consumer.join().unwrap().into_iter().collect();
+            let taken = victim.join().unwrap();
+            ring.drain(1, &mut received);
+            received.extend(taken);
+            received.sort_unstable();
+            let mut unique = received.clone();
+            unique.dedup();
+            assert_eq!(unique, received, "{steps} steps: a value arrived twice");
+            let lost = [10, 20, 30]
+                .iter()
+                .filter(|v| !received.contains(v))
+                .count();
+            assert!(
+                received.iter().all(|v| [10, 20, 30].contains(v))
+                    && (lost == 0 || (lost == 1 && taken.is_none())),
+                "{steps} steps: received {received:?}, the victim took {taken:?}"
+            );
+            // The ring goes on, for a waiting producer: the victim's slot, if
+            // it still holds it, is where the second value goes.
+            for value in [40, 41] {
+                ring.push_waiting(1, value);
+            }
+            assert_eq!((ring.pop(1), ring.pop(1)), (Some(40), Some(41)));
+        });
+    }
+}
+
+/// A producer that died between claim and publish, found by two waiters at
+/// once while a later value waits behind it: exactly one repair, the later
+/// value delivered once, the skipped slot passed once.
+#[test]
+fn mpmc_two_waiters_repair_a_dead_producers_slot_exactly_once() {
+    loom::model(|| {
+        let ring = Mpmc::new(2, 3);
+        // Record 0 announced position 0, claimed it and died.
+        ring.table.intents[0].store(intent(PUSHING, 0), Ordering::Relaxed);
+        ring.enqueue.store(1, Ordering::Relaxed);
+        ring.table.dead[0].store(true, Ordering::Relaxed);
+        assert!(ring.push(1, 7));
+        let waiters: Vec<_> = [1usize, 2]
+            .into_iter()
+            .map(|record| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let repaired = ring.repair();
+                    (repaired, ring.pop(record))
+                })
+            })
+            .collect();
+        let outcomes: Vec<(u32, Option<u64>)> = waiters
+            .into_iter()
+            .map(|waiter| waiter.join().unwrap())
+            .collect();
+        assert_eq!(outcomes.iter().map(|o| o.0).sum::<u32>(), 1, "{outcomes:?}");
+        let mut received: Vec<u64> = outcomes.iter().filter_map(|o| o.1).collect();
+        ring.drain(1, &mut received);
+        assert_eq!(received, [7], "{outcomes:?}");
+        assert_eq!(ring.dequeue.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// A consumer that died after claiming a skipped slot (before freeing it),
+/// with no consumer waiting: the producers that need the slot a lap later
+/// (two at once) free it exactly once and both get their values in.
+#[test]
+fn mpmc_a_consumer_dead_on_a_skipped_slot_is_repaired_by_the_next_producer() {
+    loom::model(|| {
+        let ring = Mpmc::new(2, 3);
+        // Position 0 was skipped (its producer died), then claimed by record
+        // 0, which died before freeing it.
+        ring.sequences[0].store(skip_mark(0), Ordering::Relaxed);
+        ring.enqueue.store(1, Ordering::Relaxed);
+        ring.dequeue.store(1, Ordering::Relaxed);
+        ring.table.intents[0].store(intent(POPPING, 0), Ordering::Relaxed);
+        ring.table.dead[0].store(true, Ordering::Relaxed);
+        let other = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push_waiting(1, 5))
+        };
+        ring.push_waiting(2, 6);
+        other.join().unwrap();
+        let mut received = [ring.pop(2).unwrap(), ring.pop(2).unwrap()];
+        received.sort_unstable();
+        assert_eq!(received, [5, 6]);
+        assert_eq!(ring.pop(2), None);
+    });
+}
+
+/// A producer that announced position 0, lost the claim to a live producer
+/// and died before withdrawing: its stale intent names the live producer's
+/// claim. A waiter that looks at any moment must never repair that claim
+/// (the live producer's intent, published with its claim, is there to see),
+/// and the value arrives.
+#[test]
+fn mpmc_a_dead_losers_intent_never_gets_a_live_claim_repaired() {
+    loom::model(|| {
+        let ring = Mpmc::new(2, 3);
+        ring.table.intents[0].store(intent(PUSHING, 0), Ordering::Relaxed);
+        ring.table.dead[0].store(true, Ordering::Relaxed);
+        let live = {
+            let ring = ring.clone();
+            thread::spawn(move || ring.push_waiting(1, 20))
+        };
+        assert_eq!(ring.repair(), 0, "a live producer's claim was repaired");
+        assert_eq!(ring.pop_one(2), 20);
+        live.join().unwrap();
+        assert_eq!(ring.pop(2), None);
     });
 }
