@@ -332,11 +332,9 @@ fn own_pid_namespace() -> Option<u64> {
 /// Anything that cannot be read or judged (another pid namespace without a
 /// readable token, an unreadable entry) is not confirmed.
 pub(crate) fn creator_confirmed_dead(creator: &CreatorRecord) -> bool {
-    if let Some(dead) = shm_typed::creator_token_verdict(creator) {
-        return dead;
-    }
     if creator.pid_namespace == 0 || own_pid_namespace() != Some(creator.pid_namespace) {
-        return false;
+        // Another pid namespace: only its kernel token can tell.
+        return shm_typed::creator_token_verdict(creator) == Some(true);
     }
     let Some(pid) = i32::try_from(creator.pid)
         .ok()

@@ -385,20 +385,16 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         if liveness::impossible_id(tid_of(owner)) {
             return true;
         }
-        // Loaded after the owner word (Acquire), as the record is.
-        let recorded =
-            liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(owner));
-        if let Some(token) = recorded {
-            // Its process lives (`Some(false)`) or cannot be judged (`None`):
-            // a thread of it that exited holding the lock is still caught by
-            // its id below.
-            if env.token_dead(self.registry.load(Ordering::Relaxed), token) == Some(true) {
-                return true;
-            }
+        // By id wherever ids can be read: a token can drop while its process
+        // lives (`unshare(CLONE_NEWIPC)`, `CLONE_SYSVSEM`), so it never
+        // overrides an id the judge can check.
+        if owner & FOREIGN == 0 && self.foreign_namespace(env).is_none() {
+            return env.is_dead(tid_of(owner), self.recorded_start(owner));
         }
-        owner & FOREIGN == 0
-            && self.foreign_namespace(env).is_none()
-            && env.is_dead(tid_of(owner), self.recorded_start(owner))
+        // Loaded after the owner word (Acquire), as the record is.
+        liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(owner)).is_some_and(
+            |token| env.token_dead(self.registry.load(Ordering::Relaxed), token) == Some(true),
+        )
     }
 
     /// Takes the lock from the dead holder of the acquisition `observed`. `None`

@@ -182,14 +182,13 @@ pub(crate) fn is_claim_dead(claim: Claim, segment: u64, registry: u64) -> bool {
         return true;
     }
     let generation = generation(claim.owner);
-    if let Some(token) = recorded_token(claim.token, generation) {
-        if super::token::is_dead(registry, token) == Some(true) {
-            return true;
-        }
+    // By pid wherever pids can be read (a token can drop while its process
+    // lives: `unshare(CLONE_NEWIPC)`); the token only across domains.
+    if claim.owner & FOREIGN == 0 && !foreign(sys::current_domain(), segment) {
+        return is_process_dead(pid, recorded_start(claim.start, generation));
     }
-    claim.owner & FOREIGN == 0
-        && !foreign(sys::current_domain(), segment)
-        && is_process_dead(pid, recorded_start(claim.start, generation))
+    recorded_token(claim.token, generation)
+        .is_some_and(|token| super::token::is_dead(registry, token) == Some(true))
 }
 
 fn judge(state: TaskState, recorded: Option<StartTime>) -> bool {

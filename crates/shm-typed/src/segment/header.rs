@@ -395,22 +395,25 @@ pub(crate) enum Verdict {
 pub(crate) fn creator_verdict(region: &Region, os_creator: Option<u32>) -> (Option<u32>, Verdict) {
     let claimant = atomic_u32(region, CREATOR_PID_OFFSET).load(Ordering::Acquire);
     if claimant != 0 {
-        // A kernel token decides in any pid namespace (see `lock::token`).
-        let token = atomic_u64(region, CREATOR_TOKEN_OFFSET).load(Ordering::Relaxed);
-        let registry = atomic_u64(region, CREATOR_REGISTRY_OFFSET).load(Ordering::Relaxed);
-        if let Some(token) = liveness::recorded_token(token, 0) {
-            match crate::lock::token::is_dead(registry, token) {
-                Some(true) => return (Some(claimant), Verdict::Dead { verified: true }),
-                Some(false) => return (Some(claimant), Verdict::Alive),
-                None => {}
-            }
-        }
         let namespace = atomic_u64(region, CREATOR_NAMESPACE_OFFSET).load(Ordering::Relaxed);
         let ours = sys::pid_namespace();
         return match namespace {
             0 => (Some(claimant), judge(claimant, false)),
             _ if namespace == ours => (Some(claimant), judge(claimant, true)),
-            _ => (Some(claimant), Verdict::Unknown),
+            // Another pid namespace: only a kernel token can tell (see
+            // `lock::token`).
+            _ => {
+                let token = atomic_u64(region, CREATOR_TOKEN_OFFSET).load(Ordering::Relaxed);
+                let registry = atomic_u64(region, CREATOR_REGISTRY_OFFSET).load(Ordering::Relaxed);
+                let verdict = match liveness::recorded_token(token, 0)
+                    .and_then(|token| crate::lock::token::is_dead(registry, token))
+                {
+                    Some(true) => Verdict::Dead { verified: true },
+                    Some(false) => Verdict::Alive,
+                    None => Verdict::Unknown,
+                };
+                (Some(claimant), verdict)
+            }
         };
     }
     // The kernel reports `shm_cpid` in our pid namespace (0 if the creator is
