@@ -171,3 +171,90 @@ fn a_ring_side_claimed_in_another_pid_namespace_is_taken_over_when_it_dies() {
     drop(taken);
     consumer.wait();
 }
+
+#[test]
+fn a_consumer_restarted_as_pid_1_of_a_new_namespace_takes_over_its_dead_predecessor() {
+    // Two containers' init processes are both pid 1: the second must not
+    // take the first's dead claim for its own live one.
+    let ring = SpscRing::<u64>::create(Location::Private, 64).unwrap();
+    let location = ring.location().clone();
+    let id = id_of(&location);
+    let ring = RemoveOnDrop(ring, location);
+    let mut first = in_new_pid_namespace(&["spsc-consume", &id.to_string(), "64", "1000000"]);
+    first.expect_line("ready");
+    first.kill();
+    first.wait();
+    // The kernel drops the first's token as it exits, which may be a moment
+    // after its `unshare` parent: a second that comes too early is refused
+    // (alive) and exits, and the next one is tried.
+    let started = Instant::now();
+    let mut second = loop {
+        let mut second = in_new_pid_namespace(&["spsc-consume", &id.to_string(), "64", "1000000"]);
+        match second.next_line_within(Duration::from_secs(5)) {
+            Some(line) if line.starts_with("ready") => break second,
+            Some(line) => panic!("unexpected line {line:?}"),
+            None if started.elapsed() < Duration::from_secs(2) => {
+                second.wait();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None => panic!(
+                "no second consumer could claim within {:?}",
+                started.elapsed()
+            ),
+        }
+    };
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // And it is the second's now: alive, refused to us, named as foreign.
+    let err = ring.consumer().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SideClaimed {
+                pid: 1,
+                foreign: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("process 1 of another pid namespace"),
+        "{err}"
+    );
+    second.kill();
+    second.wait();
+}
+
+#[test]
+fn a_descendant_that_gets_an_ancestors_pid_is_judged_as_itself() {
+    // A process's caches (thread identity, kernel token) are copied into its
+    // forked descendants; one of them that is given a dead ancestor's pid
+    // must not take the ancestor's start time or token for its own, or its
+    // live lock would be taken over as the ancestor's dead one.
+    for round in 0..3 {
+        let shared = Shared::create(Location::Private, 0u64).unwrap();
+        let location = shared.location().clone();
+        let id = id_of(&location);
+        let value = RemoveOnDrop(shared, location);
+        let mut command = Command::new("unshare");
+        command.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"]);
+        command.arg(env!("CARGO_BIN_EXE_shm-test-peer"));
+        let mut peer = Peer::start_command(command, &["lock-as-reused-pid", &id.to_string()]);
+        let line = peer.expect_line("locked");
+        assert!(
+            line.ends_with("reused=true"),
+            "round {round}: the test needs the pid reused: {line}"
+        );
+        let err = value
+            .lock_timeout(Some(Duration::from_millis(300)))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::LockTimeout { .. }),
+            "round {round}: the live descendant's lock was taken: {err:?}"
+        );
+        peer.kill();
+        peer.wait();
+    }
+}

@@ -106,6 +106,13 @@ impl Peer {
         }
     }
 
+    /// The next line the peer prints within `deadline`; `None` if it prints
+    /// none (it exited, or took longer).
+    #[allow(dead_code)]
+    pub fn next_line_within(&mut self, deadline: Duration) -> Option<String> {
+        self.lines.recv_timeout(deadline).ok()
+    }
+
     /// Lets a peer waiting on stdin go on.
     pub fn go(&mut self) {
         self.send("go");

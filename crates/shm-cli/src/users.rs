@@ -621,6 +621,7 @@ mod tests {
             pid_namespace,
             token: 0,
             registry: 0,
+            registry_ctime: 0,
         };
         let me = std::process::id();
         assert!(!creator_confirmed_dead(&creator(me, start, own_namespace)));

@@ -78,6 +78,9 @@ pub struct SemStat {
     pub mode: u16,
     /// Number of semaphores.
     pub count: u64,
+    /// When the set was made, or last changed by `semctl` (`SETVAL`,
+    /// `SETALL`, `IPC_SET`): seconds since the epoch (`sem_ctime`).
+    pub ctime: i64,
 }
 
 impl SemaphoreSet {
@@ -141,6 +144,7 @@ impl SemaphoreSet {
             cuid: ds.sem_perm.cuid,
             mode: ds.sem_perm.mode as u16,
             count: ds.sem_nsems as u64,
+            ctime: ds.sem_ctime as i64,
         })
     }
 

@@ -3,8 +3,8 @@
 use crate::lock::LockView;
 use crate::ring::{mpmc, spsc};
 use crate::segment::format::{
-    Header, Kind, State, CREATOR_PID_OFFSET, CREATOR_REGISTRY_OFFSET, FORMAT_VERSION, HEADER_SIZE,
-    LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
+    Header, Kind, State, CREATOR_PID_OFFSET, CREATOR_REGISTRY_CTIME_OFFSET, FORMAT_VERSION,
+    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
 };
 use crate::segment::header::{creator_verdict, Verdict};
 use crate::segment::region::Region;
@@ -129,7 +129,7 @@ pub fn describe_unready(region: &Region, os_creator: Option<u32>) -> Option<Unre
     if header.magic != MAGIC {
         let first_words = [
             STATE_OFFSET..STATE_OFFSET + 4,
-            CREATOR_PID_OFFSET..CREATOR_REGISTRY_OFFSET + 8,
+            CREATOR_PID_OFFSET..CREATOR_REGISTRY_CTIME_OFFSET + 8,
         ];
         if header.magic != [0; 8] || !rest_zero || !header_bytes_zero_but(region, &first_words) {
             return None;
@@ -150,7 +150,11 @@ pub fn describe_unready(region: &Region, os_creator: Option<u32>) -> Option<Unre
 /// judge it by pid, in its own pid namespace only).
 pub fn creator_token_verdict(creator: &crate::format::CreatorRecord) -> Option<bool> {
     let token = crate::lock::liveness::recorded_token(creator.token, 0)?;
-    crate::lock::token::is_dead(creator.registry, token)
+    let registry = crate::lock::token::Registry {
+        name: creator.registry,
+        ctime: creator.registry_ctime,
+    };
+    crate::lock::token::is_dead(registry, token)
 }
 
 /// Whether the header's bytes outside `except` are all zero.

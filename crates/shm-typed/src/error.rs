@@ -222,14 +222,20 @@ pub enum Error {
         what: String,
     },
     /// A ring side (producer or consumer) is already claimed by a live process.
-    #[error("{location}: the {side} side is claimed by live process {pid}")]
+    #[error(
+        "{location}: the {side} side is claimed by live process {pid}{}",
+        if *.foreign { " of another pid namespace" } else { "" }
+    )]
     SideClaimed {
         /// The ring.
         location: Location,
         /// `"producer"` or `"consumer"`.
         side: &'static str,
-        /// The claiming process.
+        /// The claiming process, as its own pid namespace numbers it.
         pid: u32,
+        /// Whether that is another pid (or time) namespace than the
+        /// segment's creator's.
+        foreign: bool,
     },
     /// The request is not valid for this segment or type.
     #[error("{location}: {what}")]

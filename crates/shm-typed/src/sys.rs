@@ -45,8 +45,9 @@ mod imp {
     /// needs `/proc`, both far too slow for every lock.
     #[derive(Clone, Copy)]
     struct Identity {
-        /// The process the cache was filled in; a forked child has another.
-        pid: u32,
+        /// The process the cache was filled in (see [`process_key`]); a forked
+        /// child has another.
+        key: u64,
         tid: u32,
         start: StartTime,
         /// The process's kernel-token registry (0: none) and its token as a
@@ -58,19 +59,26 @@ mod imp {
 
     thread_local! {
         static IDENTITY: Cell<Identity> = const {
-            Cell::new(Identity { pid: 0, tid: 0, start: 0, registry: 0, token: 0 })
+            Cell::new(Identity { key: 0, tid: 0, start: 0, registry: 0, token: 0 })
         };
     }
 
     /// A private page the kernel zeroes in a forked child (`MADV_WIPEONFORK`),
-    /// holding this process's pid once known. A thread-local cache filled before
-    /// a `fork` names the parent's thread; comparing its pid with this page's
-    /// tells the child to refill it, at the cost of one load per lock. Null until
-    /// set up, and on kernels without `MADV_WIPEONFORK` (before 4.14), where the
-    /// pid is asked for every time instead.
-    static FORK_PAGE: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+    /// holding this process's *key* once known (see [`process_key`]) in its
+    /// first word and its domain in its second. A thread-local cache filled
+    /// before a `fork` names the parent's thread; comparing its key with this
+    /// page's tells the child to refill it, at the cost of one load per lock.
+    /// Null until set up, and on kernels without `MADV_WIPEONFORK` (before
+    /// 4.14), where the pid is asked for every time instead.
+    static FORK_PAGE: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 
-    fn fork_page() -> Option<&'static AtomicU32> {
+    /// The stamps of process keys: each process takes the next one when its
+    /// fork page is (re)filled. A forked child's copy of this counter is at
+    /// least every stamp its ancestors took, so its own stamp is larger than
+    /// any in a cache it inherited.
+    static STAMPS: AtomicU32 = AtomicU32::new(0);
+
+    fn fork_page() -> Option<&'static AtomicU64> {
         static PAGE: OnceLock<Option<usize>> = OnceLock::new();
         let address = (*PAGE.get_or_init(|| {
             // SAFETY: a fresh private anonymous mapping at a kernel-chosen
@@ -94,10 +102,10 @@ mod imp {
                 }
             }
         }))?;
-        FORK_PAGE.store(address as *mut AtomicU32, Ordering::Release);
+        FORK_PAGE.store(address as *mut AtomicU64, Ordering::Release);
         // SAFETY: a live (never unmapped), page-aligned, zero-initialised mapping;
         // only ever accessed through this atomic.
-        Some(unsafe { AtomicU32::from_ptr(address as *mut u32) })
+        Some(unsafe { AtomicU64::from_ptr(address as *mut u64) })
     }
 
     fn getpid() -> u32 {
@@ -107,48 +115,74 @@ mod imp {
     /// This process's id: one load after the first call, and right after a fork.
     #[inline(always)]
     fn process_id() -> u32 {
+        process_key() as u32
+    }
+
+    /// What names this process to the caches that outlive a `fork` in its
+    /// memory (the thread-local identity, the kernel token, the `/proc`
+    /// check): a stamp in the high half and the pid in the low. A pid alone
+    /// is not enough: a descendant can get an ancestor's pid (pid 1 in a new
+    /// pid namespace, or pid reuse after the ancestor exited) and would take
+    /// the ancestor's start time and token for its own. Stamps grow down a
+    /// line of descent (see [`STAMPS`]), so no descendant's key equals a key
+    /// in a cache it inherited. Without `MADV_WIPEONFORK` the stamp is 0 and
+    /// the key the pid alone (kernels before 4.14).
+    #[inline(always)]
+    pub(crate) fn process_key() -> u64 {
         let page = FORK_PAGE.load(Ordering::Acquire);
         if !page.is_null() {
             // SAFETY: FORK_PAGE only ever holds the never-unmapped page above.
-            let pid = unsafe { (*page).load(Ordering::Relaxed) };
-            if pid != 0 {
-                return pid;
+            let key = unsafe { (*page).load(Ordering::Relaxed) };
+            if key != 0 {
+                return key;
             }
         }
-        process_id_slow()
+        process_key_slow()
     }
 
     #[cold]
-    fn process_id_slow() -> u32 {
-        let pid = getpid();
-        if let Some(page) = fork_page() {
-            page.store(pid, Ordering::Relaxed);
+    fn process_key_slow() -> u64 {
+        let pid = u64::from(getpid());
+        match fork_page() {
+            Some(page) => {
+                // Only one thread runs in a fresh child; others race here only
+                // before the first key is stored, and then agree on the first.
+                let stamp = STAMPS
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_add(1)
+                    .max(1);
+                let key = u64::from(stamp) << 32 | pid;
+                match page.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => key,
+                    Err(first) => first,
+                }
+            }
+            None => pid,
         }
-        pid
     }
 
     #[inline(always)]
     fn identity() -> Identity {
-        let pid = process_id();
+        let key = process_key();
         let cached = IDENTITY.get();
-        if cached.pid == pid && cached.tid != 0 {
+        if cached.key == key && cached.tid != 0 {
             cached
         } else {
-            refresh_identity(pid)
+            refresh_identity(key)
         }
     }
 
     #[cold]
-    fn refresh_identity(pid: u32) -> Identity {
+    fn refresh_identity(key: u64) -> Identity {
         let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
         let start = match task_state(tid) {
             TaskState::Alive(start) => start,
             TaskState::Dead => 0,
         };
-        let (registry, token) = crate::lock::token::mine(pid);
+        let (registry, token) = crate::lock::token::mine();
         let token = crate::lock::liveness::token_base((registry != 0).then_some(token));
         let identity = Identity {
-            pid,
+            key,
             tid,
             start,
             registry,
@@ -187,7 +221,7 @@ mod imp {
         let page = FORK_PAGE.load(Ordering::Acquire);
         if !page.is_null() {
             // SAFETY: as in process_id and current_domain.
-            let (pid, domain) = unsafe {
+            let (key, domain) = unsafe {
                 (
                     (*page).load(Ordering::Relaxed),
                     AtomicU64::from_ptr(page.cast::<u8>().add(8).cast::<u64>())
@@ -195,7 +229,7 @@ mod imp {
                 )
             };
             let cached = IDENTITY.get();
-            if pid != 0 && domain != 0 && cached.pid == pid && cached.tid != 0 {
+            if key != 0 && domain != 0 && cached.key == key && cached.tid != 0 {
                 return Me {
                     tid: cached.tid,
                     start: cached.start,
@@ -248,8 +282,8 @@ mod imp {
     #[cold]
     fn current_domain_slow() -> u64 {
         let domain = domain_now();
-        // The page exists once the identity was filled (process_id sets it up).
-        let _ = process_id();
+        // The page exists once the identity was filled (process_key sets it up).
+        let _ = process_key();
         let page = FORK_PAGE.load(Ordering::Acquire);
         if !page.is_null() {
             // SAFETY: as in current_domain.
@@ -286,14 +320,15 @@ mod imp {
     /// mounts the host's, or a process that `unshare`d its pid namespace and
     /// kept the old mount) describes other tasks under the same numbers, so
     /// nothing read there may decide that a task is dead. Asked once per
-    /// process (a forked child asks again: its pid differs).
+    /// process (a forked child asks again: its [`process_key`] differs).
     pub(super) fn proc_is_ours() -> bool {
         use std::sync::atomic::Ordering;
-        // The pid for which the answer below holds, and the answer.
-        static CHECKED_FOR: AtomicU32 = AtomicU32::new(0);
+        // The process for which the answer below holds, and the answer.
+        static CHECKED_FOR: AtomicU64 = AtomicU64::new(0);
         static OURS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let pid = process_id();
-        if CHECKED_FOR.load(Ordering::Acquire) == pid {
+        let key = process_key();
+        let pid = key as u32;
+        if CHECKED_FOR.load(Ordering::Acquire) == key {
             return OURS.load(Ordering::Relaxed);
         }
         let ours = std::fs::read_link("/proc/self")
@@ -301,7 +336,7 @@ mod imp {
             .and_then(|target| target.to_str()?.parse::<u32>().ok())
             == Some(pid);
         OURS.store(ours, Ordering::Relaxed);
-        CHECKED_FOR.store(pid, Ordering::Release);
+        CHECKED_FOR.store(key, Ordering::Release);
         ours
     }
 
@@ -478,6 +513,9 @@ mod imp {
     pub(crate) fn current_pid() -> u32 {
         999
     }
+    pub(crate) fn process_key() -> u64 {
+        999
+    }
     pub(crate) fn kernel_at_least(_major: u32, _minor: u32) -> bool {
         true
     }
@@ -488,7 +526,7 @@ mod imp {
 pub(crate) use imp::current_identity;
 pub(crate) use imp::{
     current_domain, current_me, current_pid, current_uid, kernel_at_least, pid_namespace,
-    process_state, task_state,
+    process_key, process_state, task_state,
 };
 #[cfg(test)]
 pub(crate) use imp::{current_start_time, current_tid};

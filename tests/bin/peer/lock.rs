@@ -209,3 +209,78 @@ pub fn fork(args: &[String]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// lock-as-reused-pid ID: run as pid 1 of a new pid namespace with its own
+/// `/proc` (`unshare --pid --fork --mount-proc`). Forks A, which locks and
+/// unlocks the lock of Shared<u64> ID (filling every per-process cache) and
+/// forks B; A exits and is reaped; B sets `ns_last_pid` so that its next
+/// child C gets A's pid, forks C, which locks the lock again and holds it,
+/// reporting "locked pid=P reused=R" (R: whether P is A's pid). C inherited
+/// A's caches through B: it must not take A's identity or token for its own.
+pub fn as_reused_pid(args: &[String]) -> Result<(), String> {
+    let id: i32 = parse(args, 1, "id")?;
+    // Every fork below: this process and its descendants are single-threaded
+    // here, so a child may do anything its parent could; children end with
+    // _exit.
+    // SAFETY: as just said.
+    let a = unsafe { libc::fork() };
+    if a < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if a == 0 {
+        let value = match Shared::<u64>::open(Location::Id(id)) {
+            Ok(value) => value,
+            Err(error) => {
+                say(&format!("error {error}"));
+                // SAFETY: ends the child without running destructors.
+                unsafe { libc::_exit(1) };
+            }
+        };
+        drop(value.lock());
+        // SAFETY: getpid has no preconditions.
+        let pid_a = unsafe { libc::getpid() };
+        // SAFETY: as above.
+        let b = unsafe { libc::fork() };
+        if b == 0 {
+            // B: wait until A is gone and reaped (B is then init's child).
+            // SAFETY: getppid has no preconditions.
+            while unsafe { libc::getppid() } == pid_a {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid_a - 1));
+            // SAFETY: as above.
+            let c = unsafe { libc::fork() };
+            if c == 0 {
+                // SAFETY: getpid has no preconditions.
+                let pid_c = unsafe { libc::getpid() };
+                match value.lock() {
+                    Ok(_guard) => {
+                        say(&format!("locked pid={pid_c} reused={}", pid_c == pid_a));
+                        loop {
+                            std::thread::sleep(std::time::Duration::from_secs(1));
+                        }
+                    }
+                    Err(error) => say(&format!("error {error}")),
+                }
+                // SAFETY: as above.
+                unsafe { libc::_exit(1) };
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child; `status` is a valid pointer.
+            unsafe { libc::waitpid(c, &mut status, 0) };
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    // Init: reap whatever exits, until killed.
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for any child; `status` is a valid out pointer.
+        if unsafe { libc::waitpid(-1, &mut status, 0) } < 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

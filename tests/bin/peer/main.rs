@@ -36,6 +36,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "typed-open-or-create" => creator::open_or_create(args),
         "typed-contend" => lock::contend(args),
         "typed-fork" => lock::fork(args),
+        "lock-as-reused-pid" => lock::as_reused_pid(args),
         "ring-fork-registrations" => spsc::fork_registrations(args),
         "spsc-produce" => spsc::produce(args),
         "spsc-consume" => spsc::consume(args),

@@ -8,7 +8,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::liveness::{self, generation, next, FOREIGN, ID_MASK};
-use super::token::{self, Token};
+use super::token::{self, Registry, Token};
 use super::{
     Acquired, Holder, LockFailure, ACQUISITION_MASK, GENERATION_MASK, INCONSISTENT,
     LIVENESS_INTERVAL, POISONED, SPIN_LIMIT, TID_MASK, WAITERS,
@@ -96,7 +96,7 @@ pub(crate) trait Env<W32> {
     fn namespace(&self) -> u64;
     /// Whether the process that recorded `token` in `registry` is dead
     /// (`None`: cannot tell).
-    fn token_dead(&self, registry: u64, token: Token) -> Option<bool>;
+    fn token_dead(&self, registry: Registry, token: Token) -> Option<bool>;
     /// A spin-wait hint.
     fn pause(&self);
     /// Sleeps while `futex` holds `expected`, at most `nap`.
@@ -142,7 +142,7 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
         sys::current_domain()
     }
 
-    fn token_dead(&self, registry: u64, token: Token) -> Option<bool> {
+    fn token_dead(&self, registry: Registry, token: Token) -> Option<bool> {
         token::is_dead(registry, token)
     }
 
@@ -185,6 +185,7 @@ pub(crate) struct Core<'a, W32, W64> {
     pub(crate) namespace: &'a W64,
     pub(crate) token: &'a W64,
     pub(crate) registry: &'a W64,
+    pub(crate) registry_ctime: &'a W64,
 }
 
 /// The holder's tid in an owner word.
@@ -344,10 +345,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         // A holder we could judge by its token was judged, and is alive.
         let judged =
             liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(observed))
-                .is_some_and(|token| {
-                    env.token_dead(self.registry.load(Ordering::Relaxed), token)
-                        .is_some()
-                });
+                .is_some_and(|token| env.token_dead(self.token_registry(), token).is_some());
         match self.foreign_namespace(env).filter(|_| !judged) {
             Some((ours, theirs)) => LockFailure::ForeignNamespace {
                 holder: tid_of(observed),
@@ -368,6 +366,14 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
         }
         let ours = env.namespace();
         (ours != 0 && ours != theirs).then_some((ours, theirs))
+    }
+
+    /// The registry the holders' tokens are in, as the creator recorded it.
+    fn token_registry(&self) -> Registry {
+        Registry {
+            name: self.registry.load(Ordering::Relaxed),
+            ctime: self.registry_ctime.load(Ordering::Relaxed),
+        }
     }
 
     /// The start time recorded for the acquisition `owner` names, if recorded.
@@ -392,9 +398,8 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             return env.is_dead(tid_of(owner), self.recorded_start(owner));
         }
         // Loaded after the owner word (Acquire), as the record is.
-        liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(owner)).is_some_and(
-            |token| env.token_dead(self.registry.load(Ordering::Relaxed), token) == Some(true),
-        )
+        liveness::recorded_token(self.token.load(Ordering::Relaxed), generation(owner))
+            .is_some_and(|token| env.token_dead(self.token_registry(), token) == Some(true))
     }
 
     /// Takes the lock from the dead holder of the acquisition `observed`. `None`

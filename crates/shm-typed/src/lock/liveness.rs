@@ -176,7 +176,7 @@ pub(crate) fn claim_id(pid: u32, segment: u64) -> u32 {
 /// holders: by its kernel token in `registry` if it wrote one we can read
 /// (any domain), else by its pid and start time, which only a judge of the
 /// segment's domain `segment` may read, and only for a holder of that domain.
-pub(crate) fn is_claim_dead(claim: Claim, segment: u64, registry: u64) -> bool {
+pub(crate) fn is_claim_dead(claim: Claim, segment: u64, registry: super::token::Registry) -> bool {
     let pid = (claim.owner & ID_MASK) as u32;
     if pid == 0 || impossible_id(pid & !(FOREIGN as u32)) {
         return true;

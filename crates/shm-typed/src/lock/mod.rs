@@ -142,7 +142,8 @@ pub struct ShmMutex {
     namespace: AtomicU64,
     token: AtomicU64,
     registry: AtomicU64,
-    reserved: [AtomicU64; 9],
+    registry_ctime: AtomicU64,
+    reserved: [AtomicU64; 8],
 }
 
 const _: () = assert!(std::mem::size_of::<ShmMutex>() == 128);
@@ -155,6 +156,7 @@ const _: () = assert!(std::mem::offset_of!(ShmMutex, sequence) == 24);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, namespace) == 32);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, token) == 40);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, registry) == 48);
+const _: () = assert!(std::mem::offset_of!(ShmMutex, registry_ctime) == 56);
 
 /// What a successful lock reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +218,8 @@ impl ShmMutex {
         namespace: AtomicU64::new(0),
         token: AtomicU64::new(0),
         registry: AtomicU64::new(0),
-        reserved: [const { AtomicU64::new(0) }; 9],
+        registry_ctime: AtomicU64::new(0),
+        reserved: [const { AtomicU64::new(0) }; 8],
     };
 
     /// The algorithm over this lock's words.
@@ -231,20 +234,25 @@ impl ShmMutex {
             namespace: &self.namespace,
             token: &self.token,
             registry: &self.registry,
+            registry_ctime: &self.registry_ctime,
         }
     }
 
     /// Records the domain its users live in (pid and time namespace; 0 means
     /// unknown and disables the check) and the kernel-token registry of its
-    /// creator (0: none), once, when the segment is initialised.
-    pub(crate) fn set_namespace(&self, namespace: u64, registry: u64) {
+    /// creator (name 0: none), once, when the segment is initialised.
+    pub(crate) fn set_namespace(&self, namespace: u64, registry: token::Registry) {
         self.namespace.store(namespace, Ordering::Relaxed);
-        self.registry.store(registry, Ordering::Relaxed);
+        self.registry.store(registry.name, Ordering::Relaxed);
+        self.registry_ctime.store(registry.ctime, Ordering::Relaxed);
     }
 
-    /// The kernel-token registry its holders' tokens refer to (0: none).
-    pub(crate) fn registry(&self) -> u64 {
-        self.registry.load(Ordering::Relaxed)
+    /// The kernel-token registry its holders' tokens refer to (name 0: none).
+    pub(crate) fn registry(&self) -> token::Registry {
+        token::Registry {
+            name: self.registry.load(Ordering::Relaxed),
+            ctime: self.registry_ctime.load(Ordering::Relaxed),
+        }
     }
 
     /// The domain its users live in (0: unknown).
@@ -540,7 +548,10 @@ mod tests {
     #[test]
     fn foreign_namespace_is_never_taken_over() {
         let lock = ShmMutex::INIT;
-        lock.set_namespace(sys::pid_namespace().wrapping_add(1), 0);
+        lock.set_namespace(
+            sys::pid_namespace().wrapping_add(1),
+            token::Registry { name: 0, ctime: 0 },
+        );
         lock.owner.store(4242, Ordering::Relaxed);
         let result = lock.acquire_with(Some(Duration::from_millis(30)), true, always_dead);
         assert!(

@@ -86,6 +86,9 @@ pub const CREATOR_TOKEN_OFFSET: usize = CREATOR_PID_OFFSET + 24;
 /// Offset of the creator's token registry (`u64`), written before the claim.
 pub const CREATOR_REGISTRY_OFFSET: usize = CREATOR_PID_OFFSET + 32;
 
+/// Offset of that registry's creation time (`u64`), written before the claim.
+pub const CREATOR_REGISTRY_CTIME_OFFSET: usize = CREATOR_PID_OFFSET + 40;
+
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
@@ -153,7 +156,7 @@ pub struct LayoutDescriptor {
     pub type_name: [u8; TYPE_NAME_CAPACITY],
 }
 
-/// Who made the segment (bytes 144..168).
+/// Who made the segment (bytes 144..192).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct CreatorRecord {
@@ -171,6 +174,9 @@ pub struct CreatorRecord {
     /// The registry that token is in (IPC namespace inode << 32 | semaphore
     /// set id; 0: none), written before the claim.
     pub registry: u64,
+    /// That registry's `sem_ctime` (seconds since the epoch) when the creator
+    /// used it; tokens are read only from a set with this time (0: none).
+    pub registry_ctime: u64,
 }
 
 /// The segment header, format version 2: the first 256 bytes of every segment.
@@ -195,11 +201,11 @@ pub struct Header {
     /// Who made the segment.
     pub creator: CreatorRecord,
     /// Zero; room for later versions.
-    pub reserved: [u8; 72],
+    pub reserved: [u8; 64],
 }
 
 const _: () = assert!(std::mem::size_of::<LayoutDescriptor>() == 112);
-const _: () = assert!(std::mem::size_of::<CreatorRecord>() == 40);
+const _: () = assert!(std::mem::size_of::<CreatorRecord>() == 48);
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
 const _: () = assert!(std::mem::offset_of!(Header, state) == STATE_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Header, segment_len) == 24);
@@ -213,7 +219,7 @@ const _: () = assert!(
     std::mem::offset_of!(Header, creator) + std::mem::offset_of!(CreatorRecord, pid_namespace)
         == CREATOR_NAMESPACE_OFFSET
 );
-const _: () = assert!(std::mem::offset_of!(Header, reserved) == 184);
+const _: () = assert!(std::mem::offset_of!(Header, reserved) == 192);
 const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
 
 impl Header {

@@ -13,9 +13,9 @@ use crate::location::Location;
 use crate::lock::{liveness, ShmMutex};
 use crate::segment::format::{
     CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK,
-    CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_REGISTRY_OFFSET, CREATOR_START_OFFSET,
-    CREATOR_TOKEN_OFFSET, FORMAT_VERSION, HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET,
-    STATE_OFFSET, TYPE_NAME_CAPACITY,
+    CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_REGISTRY_CTIME_OFFSET,
+    CREATOR_REGISTRY_OFFSET, CREATOR_START_OFFSET, CREATOR_TOKEN_OFFSET, FORMAT_VERSION,
+    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET, TYPE_NAME_CAPACITY,
 };
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
@@ -161,15 +161,17 @@ pub(crate) fn initialize(
         TaskState::Dead => 0,
     };
     let pid_namespace = sys::pid_namespace();
-    let (registry, token) = crate::lock::token::mine(pid);
-    let token = liveness::token_record((registry != 0).then_some(token), 0);
+    let (_, token) = crate::lock::token::mine();
+    let registry = crate::lock::token::my_registry();
+    let token = liveness::token_record((registry.name != 0).then_some(token), 0);
     // The rest of the creator record goes first, so that whoever sees the
     // claim also sees in which pid namespace its pid means something (see
     // `creator_verdict`). Nobody else writes a segment we created.
     atomic_u64(region, CREATOR_START_OFFSET).store(start_time, Ordering::Relaxed);
     atomic_u64(region, CREATOR_NAMESPACE_OFFSET).store(pid_namespace, Ordering::Relaxed);
     atomic_u64(region, CREATOR_TOKEN_OFFSET).store(token, Ordering::Relaxed);
-    atomic_u64(region, CREATOR_REGISTRY_OFFSET).store(registry, Ordering::Relaxed);
+    atomic_u64(region, CREATOR_REGISTRY_OFFSET).store(registry.name, Ordering::Relaxed);
+    atomic_u64(region, CREATOR_REGISTRY_CTIME_OFFSET).store(registry.ctime, Ordering::Relaxed);
     fault::point("init:after-record");
     // Claim (Release: the record above comes with it), so openers know whom
     // to watch.
@@ -198,9 +200,10 @@ pub(crate) fn initialize(
             start_time,
             pid_namespace,
             token,
-            registry,
+            registry: registry.name,
+            registry_ctime: registry.ctime,
         },
-        reserved: [0; 72],
+        reserved: [0; 64],
     };
     let bytes = header.as_bytes();
     // Everything but the state word, which only ever changes atomically.
@@ -404,7 +407,11 @@ pub(crate) fn creator_verdict(region: &Region, os_creator: Option<u32>) -> (Opti
             // `lock::token`).
             _ => {
                 let token = atomic_u64(region, CREATOR_TOKEN_OFFSET).load(Ordering::Relaxed);
-                let registry = atomic_u64(region, CREATOR_REGISTRY_OFFSET).load(Ordering::Relaxed);
+                let registry = crate::lock::token::Registry {
+                    name: atomic_u64(region, CREATOR_REGISTRY_OFFSET).load(Ordering::Relaxed),
+                    ctime: atomic_u64(region, CREATOR_REGISTRY_CTIME_OFFSET)
+                        .load(Ordering::Relaxed),
+                };
                 let verdict = match liveness::recorded_token(token, 0)
                     .and_then(|token| crate::lock::token::is_dead(registry, token))
                 {

@@ -46,6 +46,7 @@ struct Locked {
     namespace: AtomicU64,
     token: AtomicU64,
     registry: AtomicU64,
+    registry_ctime: AtomicU64,
     /// Written under the lock without atomics: loom reports two holders
     /// as a data race on it.
     data: UnsafeCell<u64>,
@@ -74,6 +75,7 @@ impl Locked {
             namespace: AtomicU64::new(0),
             token: AtomicU64::new(0),
             registry: AtomicU64::new(0),
+            registry_ctime: AtomicU64::new(0),
             data: UnsafeCell::new(0),
             tasks: std::array::from_fn(|_| AtomicU64::new(0)),
             holders: std::sync::atomic::AtomicU32::new(0),
@@ -88,6 +90,7 @@ impl Locked {
         let locked = Locked::new();
         locked.namespace.store(1, Ordering::Relaxed);
         locked.registry.store(REGISTRY, Ordering::Relaxed);
+        locked.registry_ctime.store(1, Ordering::Relaxed);
         locked
     }
 
@@ -112,6 +115,7 @@ impl Locked {
             namespace: &self.namespace,
             token: &self.token,
             registry: &self.registry,
+            registry_ctime: &self.registry_ctime,
         }
     }
 
@@ -222,8 +226,12 @@ impl Env<AtomicU32> for Task {
     /// task died, another generation once a later task took the slot. (Locks
     /// made by `Locked::new` have registry 0, so there no token is written:
     /// ids decide, as before tokens.)
-    fn token_dead(&self, registry: u64, token: crate::lock::token::Token) -> Option<bool> {
-        if registry != REGISTRY {
+    fn token_dead(
+        &self,
+        registry: crate::lock::token::Registry,
+        token: crate::lock::token::Token,
+    ) -> Option<bool> {
+        if registry.name != REGISTRY {
             return None;
         }
         let task = self.locked.tasks.get((token >> 15) as usize)?;

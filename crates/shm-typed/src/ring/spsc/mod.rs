@@ -386,7 +386,7 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
         let lock = self.segment.lock();
         let (domain, registry) = (lock.domain(), lock.registry());
         let id = liveness::claim_id(pid, domain);
-        let token = liveness::own_token(registry, crate::lock::token::mine(pid));
+        let token = liveness::own_token(registry.name, crate::lock::token::mine());
         let word = self.raw.word64(claim_offset);
         let record = self.raw.word64(record_offset);
         let token_record = self.raw.word64(token_offset);
@@ -401,11 +401,15 @@ impl<T: Pod, const WAKE: bool> SpscRing<T, WAKE> {
                     start: record.load(Ordering::Acquire),
                     token: token_record.load(Ordering::Acquire),
                 };
-                if holder == id || !liveness::is_claim_dead(claim, domain, registry) {
+                // Not `holder == id`: ids of other pid namespaces repeat (two
+                // containers' pid 1), so even our own id is judged, and we
+                // find ourselves alive.
+                if !liveness::is_claim_dead(claim, domain, registry) {
                     return Err(Error::SideClaimed {
                         location: self.segment.location().clone(),
                         side: role,
                         pid: holder & !(liveness::FOREIGN as u32),
+                        foreign: u64::from(holder) & liveness::FOREIGN != 0,
                     });
                 }
             }
