@@ -597,9 +597,12 @@ impl<T: Pod> MpmcRing<T> {
                 Ok(())
             }
             Push::Full(value) => Err(PushError::Full(value)),
-            Push::Broken(value, ()) => Err(PushError::Corrupted(
+            Push::Broken(value, stuck) => Err(PushError::Corrupted(
                 value,
-                self.corrupted(format!("no free slot claimed after {MAX_RETRIES} tries")),
+                self.corrupted(format!(
+                    "no free slot claimed after {} tries (at enqueue position {})",
+                    stuck.retries, stuck.position
+                )),
             )),
         }
     }
@@ -628,8 +631,9 @@ impl<T: Pod> MpmcRing<T> {
                 Ok(Some(value))
             }
             Pop::Empty => Ok(None),
-            Pop::Broken(()) => Err(self.corrupted(format!(
-                "no published slot claimed after {MAX_RETRIES} tries"
+            Pop::Broken(stuck) => Err(self.corrupted(format!(
+                "no published slot claimed after {} tries (at dequeue position {})",
+                stuck.retries, stuck.position
             ))),
         }
     }
@@ -1003,6 +1007,14 @@ impl<T> MpmcRing<T> {
     /// Word `word` ([`RecordWord`]) of participant record `record`.
     pub(crate) fn participant_word(&self, record: usize, word: RecordWord) -> &AtomicU64 {
         self.record_word(record, word as usize)
+    }
+
+    /// The sequence word of the slot of `position`.
+    pub(crate) fn sequence_word(&self, position: u64) -> &AtomicU64
+    where
+        T: Pod,
+    {
+        self.slot(position).0
     }
 
     /// Moves the enqueue (`pushing`) or dequeue position on by one without

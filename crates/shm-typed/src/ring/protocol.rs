@@ -603,6 +603,20 @@ fn withdraw(intent_word: &impl Word64, announced: bool) {
 /// own position stale (claimed and repaired meanwhile). Gives up (`Broken`) after `max_retries` lost or confused
 /// rounds, which real contention never reaches and a peer writing nonsense
 /// can.
+/// Where an MPMC call gave up: the position it last tried, after how many
+/// rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stuck {
+    pub position: u64,
+    pub retries: u32,
+}
+
+/// Rounds in a row in which a stale position did not move before an MPMC call
+/// gives up: by the argument in [`mpmc_push`] one would do; the margin covers
+/// weak compare-and-swap failures in between, and costs microseconds.
+// Under loom, none: the model checks that a correct ring never stalls.
+const MAX_STALLED: u32 = if cfg!(loom) { 0 } else { 64 };
+
 #[inline(always)]
 pub(crate) fn mpmc_push<T>(
     enqueue: &impl Word64,
@@ -610,9 +624,10 @@ pub(crate) fn mpmc_push<T>(
     intent_word: &impl Word64,
     value: T,
     max_retries: u32,
-) -> Push<T, ()> {
+) -> Push<T, Stuck> {
     let mut position = enqueue.load(Ordering::Relaxed);
     let mut retries = 0u32;
+    let mut stalled = 0u32;
     let mut announced = false;
     loop {
         let sequence = cells.sequence(position);
@@ -651,12 +666,19 @@ pub(crate) fn mpmc_push<T>(
             withdraw(intent_word, announced);
             return Push::Full(value);
         } else {
-            position = enqueue.load(Ordering::Relaxed);
+            // Our position is stale: the cell moved on, which it does only
+            // after a claim advanced `enqueue`, and our Acquire load of the
+            // sequence makes that advance visible to this load. No advance
+            // means nonsense in the segment: give up soon (a hostile peer
+            // must not make every call spin `max_retries` rounds).
+            let reloaded = enqueue.load(Ordering::Relaxed);
+            stalled = if reloaded == position { stalled + 1 } else { 0 };
+            position = reloaded;
         }
         retries += 1;
-        if retries > max_retries {
+        if retries > max_retries || stalled > MAX_STALLED {
             withdraw(intent_word, announced);
-            return Push::Broken(value, ());
+            return Push::Broken(value, Stuck { position, retries });
         }
     }
 }
@@ -675,9 +697,10 @@ pub(crate) fn mpmc_pop<T>(
     intent_word: &impl Word64,
     capacity: u64,
     max_retries: u32,
-) -> Pop<T, ()> {
+) -> Pop<T, Stuck> {
     let mut position = dequeue.load(Ordering::Relaxed);
     let mut retries = 0u32;
+    let mut stalled = 0u32;
     let mut announced = false;
     loop {
         let sequence = cells.sequence(position);
@@ -720,12 +743,15 @@ pub(crate) fn mpmc_pop<T>(
             withdraw(intent_word, announced);
             return Pop::Empty;
         } else {
-            position = dequeue.load(Ordering::Relaxed);
+            // Stale, as in `mpmc_push`: no advance of `dequeue` means nonsense.
+            let reloaded = dequeue.load(Ordering::Relaxed);
+            stalled = if reloaded == position { stalled + 1 } else { 0 };
+            position = reloaded;
         }
         retries += 1;
-        if retries > max_retries {
+        if retries > max_retries || stalled > MAX_STALLED {
             withdraw(intent_word, announced);
-            return Pop::Broken(());
+            return Pop::Broken(Stuck { position, retries });
         }
     }
 }

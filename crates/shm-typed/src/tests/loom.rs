@@ -306,7 +306,7 @@ impl Mpmc {
         ) {
             Pop::Value(value) => Some(value),
             Pop::Empty => None,
-            Pop::Broken(()) => panic!("gave up"),
+            Pop::Broken(_) => panic!("gave up"),
         }
     }
 

@@ -35,6 +35,32 @@ fn fills_then_hands_back_then_drains_in_order() {
 }
 
 #[test]
+fn a_slot_ahead_of_a_position_that_never_moves_is_corrupted_at_once() {
+    // A sequence ahead of the position means someone claimed it; a position
+    // that then does not move is a peer's nonsense, reported after a few
+    // rounds instead of the retry limit (2^20 rounds, some 15 ms) on every
+    // call.
+    let ring = ring_in_heap(4);
+    ring.sequence_word(0)
+        .store(1 << 40, std::sync::atomic::Ordering::Relaxed);
+    let rounds = |what: String| -> u32 {
+        let after = what.split("after ").nth(1).expect("says after how many");
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    match ring.push(7) {
+        Err(PushError::Corrupted(7, corrupted)) => {
+            let what = corrupted.to_string();
+            assert!(rounds(what.clone()) <= 65, "{what}");
+            assert!(what.contains("enqueue position 0"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let what = ring.pop().unwrap_err().to_string();
+    assert!(rounds(what.clone()) <= 65, "{what}");
+    assert!(what.contains("dequeue position 0"), "{what}");
+}
+
+#[test]
 fn capacity_is_a_power_of_two_of_at_least_two() {
     for capacity in [0, 1, 3, 12] {
         let bytes = MpmcRing::<u64>::segment_len(&crate::Location::Heap, 16).unwrap();
