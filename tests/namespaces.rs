@@ -258,3 +258,41 @@ fn a_descendant_that_gets_an_ancestors_pid_is_judged_as_itself() {
         peer.wait();
     }
 }
+
+#[test]
+fn an_mpmc_producer_killed_mid_push_in_another_pid_namespace_is_repaired() {
+    let ring = shm_typed::MpmcRing::<u64>::create(Location::Private, 8).unwrap();
+    let location = ring.location().clone();
+    let id = id_of(&location);
+    let ring = RemoveOnDrop(ring, location);
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("paused");
+    ring.push(1).unwrap();
+    // Pid 1 of a new pid namespace, stopped between its claim and its
+    // publish.
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--kill-child", "--"])
+        .arg(env!("CARGO_BIN_EXE_shm-test-peer"))
+        .env("SHM_TYPED_PAUSE", "mpmc:push-claimed")
+        .env("SHM_TYPED_PAUSE_MARK", &mark);
+    let mut producer = Peer::start_command(
+        command,
+        &["mpmc-crash-produce", &id.to_string(), "8", "1", "1", "7"],
+    );
+    producer.expect_line("ready");
+    support::wait_until("the peer to pause", || mark.exists());
+    ring.push(3).unwrap();
+    assert_eq!(ring.pop().unwrap(), Some(1));
+    // Alive: its claim is never repaired.
+    assert_eq!(ring.pop_blocking(Duration::from_millis(300)).unwrap(), None);
+    assert_eq!(ring.recover(), 0);
+    producer.kill();
+    producer.wait();
+    // Dead, judged by its kernel token: the next waiter repairs the slot.
+    let started = Instant::now();
+    assert_eq!(ring.pop_blocking(Duration::from_secs(5)).unwrap(), Some(3));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert_eq!(ring.pop().unwrap(), None, "its own value never arrives");
+}

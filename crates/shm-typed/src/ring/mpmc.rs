@@ -52,11 +52,12 @@
 //!   pays one store of the intent word to a line of its own thread, no
 //!   syscall, no `/proc`.
 //! - **Who is dead** is decided by one function, [`participant_is_dead`],
-//!   over a record's words: a record whose liveness domain (pid and time
-//!   namespaces) is not the judge's is never dead, nor is a record not yet
-//!   complete; otherwise the pid and start time go to
-//!   [`liveness::is_process_dead`] (gone, a zombie, or the pid reused by a
-//!   process started at another time).
+//!   over a record's words: a record not yet complete is never dead; one of
+//!   the judge's liveness domain (pid and time namespaces) is judged by its
+//!   pid and start time ([`liveness::is_process_dead`]: gone, a zombie, or
+//!   the pid reused by a process started at another time); one of another
+//!   domain only by the kernel token it recorded (see
+//!   [`token`](crate::lock::token)), and never if it has none.
 //! - **A full table.** Records of dead processes are taken over once their
 //!   last claim is settled (finished, or repaired then and there). When every
 //!   record belongs to a live participant, opening a handle fails with
@@ -125,7 +126,7 @@ pub(crate) const RECORDS: usize = 32;
 /// Bytes per record: one cache line, written on the fast path only by the
 /// thread that holds it.
 const RECORD_LEN: usize = 64;
-/// The words of a record (byte offsets within it); 40..64 are reserved, 0.
+/// The words of a record (byte offsets within it); 48..64 are reserved, 0.
 ///
 /// | word | written by | meaning |
 /// |---|---|---|
@@ -134,11 +135,13 @@ const RECORD_LEN: usize = 64;
 /// | `START` | registering | the process's start time as `liveness` keeps it (0: unknown) |
 /// | `DOMAIN` | registering | the process's liveness domain (`sys::current_domain`; 0: unknown) |
 /// | `INTENT` | its thread, before every claim (Release) | `position << 2 | operation` (1 push, 2 pop), 0 idle |
+/// | `TOKEN` | registering | the process's kernel token as a token record of the owner word's generation (`liveness::token_record`; 0: none in the segment's registry) |
 const OWNER: usize = 0;
 const SEAL: usize = 8;
 const START: usize = 16;
 const DOMAIN: usize = 24;
 const INTENT: usize = 32;
+const TOKEN: usize = 40;
 
 /// Failed claims in a row (other parties won each time) before a call gives up
 /// and reports the ring as corrupted: real contention never gets near this, a
@@ -288,27 +291,36 @@ pub(crate) struct ParticipantRecord {
     pub(crate) seal: u64,
     pub(crate) start: StartTime,
     pub(crate) domain: u64,
+    pub(crate) token: u64,
 }
 
 /// Whether the participant a record names is dead, for a judge of liveness
-/// domain `judge_domain`: every such decision of the ring is made here (so
-/// that kernel-released tokens can be added in one place).
+/// domain `judge_domain` in a segment whose kernel-token registry is
+/// `registry`: every such decision of the ring is made here.
 ///
 /// Dead only on a definite answer: the record is complete (sealed for this
-/// very owner word), names a pid, was written in the judge's own domain (pid
-/// and time namespaces; an unknown domain on either side is never dead), and
-/// [`liveness::is_process_dead`] says the pid is gone, a zombie, or a process
-/// started at another time than the record says (a reused pid). A start time
-/// the registrant could not read (0) leaves only "gone" and "zombie".
-pub(crate) fn participant_is_dead(record: ParticipantRecord, judge_domain: u64) -> bool {
+/// very owner word) and names a pid; then, if it was written in the judge's
+/// own domain (pid and time namespaces, both known), by that pid:
+/// [`liveness::is_process_dead`] says it is gone, a zombie, or a process
+/// started at another time than the record says (a reused pid; a start time
+/// the registrant could not read, 0, leaves only "gone" and "zombie").
+/// Across domains, where pids mean nothing, by the registrant's kernel token
+/// (see [`token`](crate::lock::token)), if it wrote one for this
+/// registration and the judge can read the registry; else never.
+pub(crate) fn participant_is_dead(
+    record: ParticipantRecord,
+    judge_domain: u64,
+    registry: crate::lock::token::Registry,
+) -> bool {
     let pid = (record.owner & ID_MASK) as u32;
     if pid == 0 || record.seal != record.owner {
         return false;
     }
-    if record.domain == 0 || judge_domain == 0 || record.domain != judge_domain {
-        return false;
+    if record.domain != 0 && record.domain == judge_domain {
+        return liveness::is_process_dead(pid, (record.start != 0).then_some(record.start));
     }
-    liveness::is_process_dead(pid, (record.start != 0).then_some(record.start))
+    liveness::recorded_token(record.token, liveness::generation(record.owner))
+        .is_some_and(|token| crate::lock::token::is_dead(registry, token) == Some(true))
 }
 
 impl<T: Pod> Cells<T> for MpmcRing<T> {
@@ -361,8 +373,9 @@ impl<T> Participants for MpmcRing<T> {
             seal: self.record_word(record, SEAL).load(Ordering::Acquire),
             start: self.record_word(record, START).load(Ordering::Acquire),
             domain: self.record_word(record, DOMAIN).load(Ordering::Acquire),
+            token: self.record_word(record, TOKEN).load(Ordering::Acquire),
         };
-        participant_is_dead(words, sys::current_domain())
+        participant_is_dead(words, sys::current_domain(), self.segment.lock().registry())
     }
 }
 
@@ -977,6 +990,12 @@ impl<T> MpmcRing<T> {
             .store(start, Ordering::Relaxed);
         self.record_word(record, DOMAIN)
             .store(domain, Ordering::Relaxed);
+        let registry = self.segment.lock().registry();
+        let token = liveness::own_token(registry.name, crate::lock::token::mine());
+        self.record_word(record, TOKEN).store(
+            liveness::token_record(token, liveness::generation(won)),
+            Ordering::Relaxed,
+        );
         self.record_word(record, SEAL).store(won, Ordering::Release);
         Some(won)
     }
