@@ -350,7 +350,12 @@ fn works_by_key_ftok_path_private_id_and_posix_name() {
     let key = unique_key();
     let by_key = Owned(Shared::<u64>::create(key, 1).unwrap());
     assert_eq!(Shared::<u64>::open(key).unwrap().load().unwrap(), 1);
-    assert_eq!(by_key.stat().unwrap().size, PAYLOAD_OFFSET + 8);
+    // Header and lock, the value, and u64's schema block (3 bytes).
+    let schema = shm_typed::schema::encode(&<u64 as shm_typed::schema::ShmType>::descriptor());
+    assert_eq!(
+        by_key.stat().unwrap().size,
+        PAYLOAD_OFFSET + 8 + schema.len()
+    );
 
     // ftok path.
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,6 @@ use std::time::Duration;
 use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::Segment;
 use shm_sys::{Key, Mode};
-use shm_typed::format::PAYLOAD_OFFSET;
 use shm_typed::{Location, Region, Shared, SpscRing};
 
 use crate::segments::{parse_target, printable, Result, Target};
@@ -65,17 +64,6 @@ fn parse_mode(text: &str) -> Result<Mode> {
         })
 }
 
-/// Bytes an `SpscRing<u64>` of `capacity` slots takes: header and lock
-/// (`PAYLOAD_OFFSET`), the ring's four 128-byte control lines, then the slots.
-/// This mirrors `SpscRing::segment_len`, which `shm-typed` keeps to itself;
-/// `create_in` refuses a region that is too small, so a drift is an error,
-/// never a broken ring.
-fn spsc_u64_segment_len(capacity: u64) -> Option<usize> {
-    let slots = capacity.checked_mul(std::mem::size_of::<u64>() as u64)?;
-    let len = slots.checked_add((PAYLOAD_OFFSET + 4 * 128) as u64)?;
-    usize::try_from(len).ok()
-}
-
 /// An `SpscRing<u64>` at `location` whose segment has permission bits `mode`.
 ///
 /// `SpscRing::create` always makes its segment `0600`, so the segment is made
@@ -93,9 +81,8 @@ fn create_ring(
         )
         .into());
     }
-    let len = spsc_u64_segment_len(capacity).ok_or_else(|| {
-        format!("cannot create a ring at {location}: capacity {capacity} is too large")
-    })?;
+    let len = SpscRing::<u64>::segment_len(location, capacity)
+        .map_err(|error| format!("cannot create a ring: {error}"))?;
     let initialise = |region: Region| {
         SpscRing::<u64>::create_in(region, capacity)
             .map_err(|error| format!("initialising a ring in {location}: {error}"))

@@ -556,7 +556,8 @@ fn print_description(description: &Description) {
     );
     if !description.version_supported {
         say!(
-            "  this build reads version {}",
+            "  this build reads versions {} to {}",
+            shm_typed::format::OLDEST_FORMAT_VERSION,
             shm_typed::format::FORMAT_VERSION
         );
     }

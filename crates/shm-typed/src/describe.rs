@@ -4,7 +4,7 @@ use crate::lock::LockView;
 use crate::ring::{mpmc, spsc};
 use crate::segment::format::{
     Header, Kind, State, CREATOR_PID_OFFSET, CREATOR_REGISTRY_CTIME_OFFSET, FORMAT_VERSION,
-    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET,
+    HEADER_SIZE, LOCK_OFFSET, MAGIC, OLDEST_FORMAT_VERSION, PAYLOAD_OFFSET, STATE_OFFSET,
 };
 use crate::segment::header::{creator_verdict, Verdict};
 use crate::segment::region::Region;
@@ -71,7 +71,8 @@ pub fn describe(region: &Region) -> Option<Description> {
         .and_then(|decode| decode(region, header.layout.capacity));
     Some(Description {
         kind,
-        version_supported: header.format_version == FORMAT_VERSION,
+        version_supported: (OLDEST_FORMAT_VERSION..=FORMAT_VERSION)
+            .contains(&header.format_version),
         creator_alive: header.creator.pid != 0
             && matches!(sys::task_state(header.creator.pid), TaskState::Alive(start) if header.creator.start_time == 0 || start == header.creator.start_time),
         lock_holder: lock.and_then(|lock| lock.holder).map(|holder| holder.tid),

@@ -61,11 +61,15 @@ pub enum Error {
         found: [u8; 8],
     },
     /// A format version this build does not read (newer, or garbage).
-    #[error("{location}: segment format version {found}, this build reads version {supported}")]
+    #[error(
+        "{location}: segment format version {found}, this build reads versions {oldest} to {supported}"
+    )]
     UnsupportedVersion {
         /// The segment.
         location: Location,
-        /// The version this build reads.
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest version this build reads (and the one it writes).
         supported: u32,
         /// The version in the header.
         found: u32,
@@ -99,6 +103,31 @@ pub enum Error {
         expected: Box<TypeDescription>,
         /// The type in the header.
         found: Box<TypeDescription>,
+    },
+    /// The segment's type has the same name, size and alignment as ours but
+    /// another structure: its stored schema differs in the field named.
+    #[error("{location}: holds another {name} than ours: {mismatch}")]
+    SchemaMismatch {
+        /// The segment.
+        location: Location,
+        /// The type's name.
+        name: String,
+        /// The first difference, as `field b: offset 4 u32 here, offset 0
+        /// f32 in segment`.
+        mismatch: Box<crate::schema::Mismatch>,
+    },
+    /// The segment's type extends ours (an `#[shm(extensible)]` struct with
+    /// fields after all of ours): ours may only read it.
+    #[error(
+        "{location}: its {name} has fields after all of ours ({extra}): open it read-only          (Shared::open_read_only), or use the writer's type"
+    )]
+    SchemaExtended {
+        /// The segment.
+        location: Location,
+        /// The type's name.
+        name: String,
+        /// The fields the segment's type has and ours lacks.
+        extra: String,
     },
     /// The header claims more bytes than the operating system says the segment has.
     #[error("{location}: header says the segment is {header_says} bytes, the OS says {os_says}")]

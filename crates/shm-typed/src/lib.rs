@@ -91,6 +91,7 @@ mod fault;
 mod location;
 mod lock;
 mod ring;
+pub mod schema;
 mod segment;
 mod shared;
 mod store;
@@ -111,6 +112,8 @@ pub use segment::format;
 pub use segment::header::default_type_name;
 pub use segment::region::{Region, REGION_ALIGN};
 pub use shared::{Shared, SharedGuard, SharedOptions};
+/// `#[derive(ShmType)]`: records a type's layout; see [`schema`].
+pub use shm_derive::ShmType;
 pub use shm_sys;
 pub use store::{store_entries, EntryInfo, Store, StoreOptions, MAX_NAME};
 

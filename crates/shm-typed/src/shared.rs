@@ -102,6 +102,9 @@ impl<T: Pod> SharedOptions<T> {
                 .type_name
                 .clone()
                 .unwrap_or_else(header::default_type_name::<T>),
+
+            schema: crate::schema::layout_of::<T>(),
+            accepts_prefix: false,
         })
     }
 
@@ -157,7 +160,10 @@ impl<T: Pod> SharedOptions<T> {
     }
 
     fn open_with(&self, location: Location, access: Access) -> Result<Shared<T>> {
-        let spec = self.checked_spec(&location)?;
+        let mut spec = self.checked_spec(&location)?;
+        // A reader may read a value whose type extends ours (more fields at
+        // its end); a writer would not keep the fields it does not know.
+        spec.accepts_prefix = matches!(access, Access::ReadOnly);
         let segment = Segment::open(&location, &spec, self.opening(access))?;
         Ok(Shared::from_segment(segment, self.lock_timeout))
     }

@@ -437,6 +437,9 @@ impl<T: Pod> MpmcRing<T> {
             element_size: size as u32,
             capacity,
             type_name: header::default_type_name::<T>(),
+
+            schema: crate::schema::layout_of::<T>(),
+            accepts_prefix: false,
         })
     }
 
@@ -454,8 +457,15 @@ impl<T: Pod> MpmcRing<T> {
         }
     }
 
-    /// Bytes a ring of `capacity` slots takes (header included).
-    pub(crate) fn segment_len(location: &Location, capacity: u64) -> Result<usize> {
+    /// Bytes a ring of `capacity` slots takes: header, lock, control words,
+    /// slots and the schema block if `T` has one. For a caller that makes
+    /// the region itself (`create_in`); `location` only names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a capacity or element type the ring cannot
+    /// hold.
+    pub fn segment_len(location: &Location, capacity: u64) -> Result<usize> {
         Self::spec(location, capacity).map(|spec| spec.segment_len())
     }
 

@@ -1,4 +1,4 @@
-//! The on-disk format, version 2: every constant, offset and structure a
+//! The on-disk format, version 3: every constant, offset and structure a
 //! reader in any language needs, owned here and nowhere else. The lock's words
 //! are laid out and decoded by [`ShmMutex`], the rings' by their own modules;
 //! `docs/FORMAT.md` describes the bytes in full.
@@ -12,7 +12,12 @@ use crate::segment::region::Region;
 /// The first 8 bytes of every segment we write.
 pub const MAGIC: [u8; 8] = *b"SHMTYPED";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The oldest format version this build opens: version 2 is version 3
+/// without a schema block (its bytes 192..256 are zero, which reads as "no
+/// schema").
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 /// Written in native byte order; read back differently on a machine of the other order.
 pub const BYTE_ORDER_MARK: u32 = 0x0102_0304;
 /// Bytes of the header proper.
@@ -85,6 +90,9 @@ pub const CREATOR_TOKEN_OFFSET: usize = CREATOR_PID_OFFSET + 24;
 
 /// Offset of the creator's token registry (`u64`), written before the claim.
 pub const CREATOR_REGISTRY_OFFSET: usize = CREATOR_PID_OFFSET + 32;
+
+/// Offset of the schema record ([`SchemaRecord`]).
+pub const SCHEMA_RECORD_OFFSET: usize = 192;
 
 /// Offset of that registry's creation time (`u64`), written before the claim.
 pub const CREATOR_REGISTRY_CTIME_OFFSET: usize = CREATOR_PID_OFFSET + 40;
@@ -200,8 +208,28 @@ pub struct Header {
     pub layout: LayoutDescriptor,
     /// Who made the segment.
     pub creator: CreatorRecord,
+    /// Where the type's schema is (bytes 192..216; all zero: none).
+    pub schema: SchemaRecord,
     /// Zero; room for later versions.
-    pub reserved: [u8; 64],
+    pub reserved: [u8; 40],
+}
+
+/// Where a segment's schema block is (see docs/FORMAT.md, "Schema block"):
+/// the structural description of its payload type, written by a creator
+/// whose type derives `ShmType`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct SchemaRecord {
+    /// FNV-1a 64 of the block: the type's structural fingerprint (0: no
+    /// schema).
+    pub fingerprint: u64,
+    /// Offset of the block from the segment's start: right after the
+    /// payload, rounded up to 8.
+    pub offset: u64,
+    /// Length of the block in bytes (at most 64 KiB).
+    pub len: u32,
+    /// Zero.
+    pub reserved: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<LayoutDescriptor>() == 112);
@@ -219,7 +247,9 @@ const _: () = assert!(
     std::mem::offset_of!(Header, creator) + std::mem::offset_of!(CreatorRecord, pid_namespace)
         == CREATOR_NAMESPACE_OFFSET
 );
-const _: () = assert!(std::mem::offset_of!(Header, reserved) == 192);
+const _: () = assert!(std::mem::offset_of!(Header, schema) == SCHEMA_RECORD_OFFSET);
+const _: () = assert!(std::mem::size_of::<SchemaRecord>() == 24);
+const _: () = assert!(std::mem::offset_of!(Header, reserved) == 216);
 const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
 
 impl Header {

@@ -5,17 +5,19 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use zerocopy::IntoBytes;
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::error::{Error, Result, TypeDescription};
 use crate::fault;
 use crate::location::Location;
 use crate::lock::{liveness, ShmMutex};
+use crate::schema::{self, Compat, Descriptor};
 use crate::segment::format::{
-    CreatorRecord, Header, Kind, LayoutDescriptor, State, BYTE_ORDER_MARK,
+    CreatorRecord, Header, Kind, LayoutDescriptor, SchemaRecord, State, BYTE_ORDER_MARK,
     CREATOR_NAMESPACE_OFFSET, CREATOR_PID_OFFSET, CREATOR_REGISTRY_CTIME_OFFSET,
     CREATOR_REGISTRY_OFFSET, CREATOR_START_OFFSET, CREATOR_TOKEN_OFFSET, FORMAT_VERSION,
-    HEADER_SIZE, LOCK_OFFSET, MAGIC, PAYLOAD_OFFSET, STATE_OFFSET, TYPE_NAME_CAPACITY,
+    HEADER_SIZE, LOCK_OFFSET, MAGIC, OLDEST_FORMAT_VERSION, PAYLOAD_OFFSET, STATE_OFFSET,
+    TYPE_NAME_CAPACITY,
 };
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
@@ -59,15 +61,35 @@ pub(crate) struct Spec {
     pub element_size: u32,
     pub capacity: u64,
     pub type_name: String,
+    /// The payload type's layout, if it derives `ShmType`
+    /// ([`schema::layout_of`]): recorded by a creator, compared by an opener.
+    pub schema: Option<&'static schema::Layout>,
+    /// Whether an opener accepts a segment whose type extends ours
+    /// ([`Compat::Prefix`]): only a read-only object does.
+    pub accepts_prefix: bool,
 }
 
 impl Spec {
-    /// Segment bytes needed: header, lock, payload. Saturates at `usize::MAX`
-    /// (a length no region has, so every length check then fails) rather than
-    /// wrap: a store's spec is derived from figures read out of a segment.
+    /// Segment bytes needed: header, lock, payload, and the schema block if
+    /// any. Saturates at `usize::MAX` (a length no region has, so every
+    /// length check then fails) rather than wrap: a store's spec is derived
+    /// from figures read out of a segment.
     pub fn segment_len(&self) -> usize {
-        let len = self.payload_offset.saturating_add(self.payload_size);
+        let len = match self.schema {
+            Some(layout) => self
+                .schema_offset()
+                .saturating_add(layout.encoded_len() as u64),
+            None => self.payload_offset.saturating_add(self.payload_size),
+        };
         usize::try_from(len).unwrap_or(usize::MAX)
+    }
+
+    /// Where a schema block goes: after the payload, at a multiple of 8.
+    fn schema_offset(&self) -> u64 {
+        self.payload_offset
+            .saturating_add(self.payload_size)
+            .checked_next_multiple_of(8)
+            .unwrap_or(u64::MAX)
     }
 
     pub fn type_description(&self) -> TypeDescription {
@@ -186,6 +208,24 @@ pub(crate) fn initialize(
     state.store(State::Initializing.code(), Ordering::Relaxed);
     fault::point("init:after-state");
 
+    let (schema_record, block) = match spec.schema {
+        Some(layout) => {
+            let descriptor =
+                Descriptor::from_layout(layout).map_err(|error| Error::Unsupported {
+                    location: location.clone(),
+                    what: format!("the type's ShmType layout is inconsistent: {error}"),
+                })?;
+            let block = schema::encode(&descriptor);
+            let record = SchemaRecord {
+                fingerprint: fnv1a(&block),
+                offset: spec.schema_offset(),
+                len: block.len() as u32,
+                reserved: 0,
+            };
+            (record, block)
+        }
+        None => (SchemaRecord::new_zeroed(), Vec::new()),
+    };
     let header = Header {
         magic: MAGIC,
         format_version: FORMAT_VERSION,
@@ -203,7 +243,8 @@ pub(crate) fn initialize(
             registry: registry.name,
             registry_ctime: registry.ctime,
         },
-        reserved: [0; 64],
+        schema: schema_record,
+        reserved: [0; 40],
     };
     let bytes = header.as_bytes();
     // Everything but the state word, which only ever changes atomically.
@@ -212,6 +253,11 @@ pub(crate) fn initialize(
     fault::point("init:after-header");
     lock_of(region).set_namespace(sys::current_domain(), registry);
     fault::point("init:after-lock");
+    if !block.is_empty() {
+        // In bounds: the region holds spec.segment_len() bytes (checked
+        // above), which end with the block.
+        region.write_bytes(schema_record.offset as usize, &block);
+    }
     write_payload(region);
     fault::point("init:after-payload");
     // Release: an opener that reads `ready` (Acquire) sees all of the above.
@@ -246,7 +292,7 @@ pub(crate) fn open(
     }
     wait_ready(region, location, wait)?;
     let header = read_header(region, location)?;
-    validate(&header, region.len(), location, spec)?;
+    validate(&header, region, location, spec)?;
     Ok(header)
 }
 
@@ -302,7 +348,7 @@ fn validate_derived<S>(
 ) -> Result<S> {
     check_identity(header, location, kind)?;
     let (spec, derived) = derive(header)?;
-    validate(header, region.len(), location, &spec)?;
+    validate(header, region, location, &spec)?;
     Ok(derived)
 }
 
@@ -491,9 +537,10 @@ pub(crate) fn check_identity(header: &Header, location: &Location, kind: Kind) -
             found: header.magic,
         });
     }
-    if header.format_version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.format_version) {
         return Err(Error::UnsupportedVersion {
             location: location.clone(),
+            oldest: OLDEST_FORMAT_VERSION,
             supported: FORMAT_VERSION,
             found: header.format_version,
         });
@@ -520,29 +567,42 @@ pub(crate) fn check_identity(header: &Header, location: &Location, kind: Kind) -
 }
 
 /// Checks a copied header in the documented order: magic, version, platform,
-/// kind, layout (type identity), length.
+/// kind, schema (if both sides have one), layout (type identity), length.
 pub(crate) fn validate(
     header: &Header,
-    os_len: usize,
+    region: &Region,
     location: &Location,
     spec: &Spec,
 ) -> Result<()> {
     check_identity(header, location, spec.kind)?;
+    let os_len = region.len();
     let expected = spec.layout();
     let found = &header.layout;
+    let type_mismatch = || Error::TypeMismatch {
+        location: location.clone(),
+        expected: Box::new(spec.type_description()),
+        found: Box::new(header.type_description()),
+    };
+    // Another name, alignment or capacity says it all; the same name gets
+    // the field-level answer of the schemas, where both sides have one.
     if found.type_name_hash != expected.type_name_hash
-        || found.element_size != expected.element_size
         || found.payload_align != expected.payload_align
         || found.capacity != expected.capacity
     {
-        return Err(Error::TypeMismatch {
-            location: location.clone(),
-            expected: Box::new(spec.type_description()),
-            found: Box::new(header.type_description()),
-        });
+        return Err(type_mismatch());
+    }
+    let prefix = check_schema(header, region, location, spec)? == Some(Compat::Prefix);
+    let sizes_fit = if prefix {
+        // The segment's type extends ours: it is larger, the payload too.
+        found.element_size >= expected.element_size && found.payload_size >= expected.payload_size
+    } else {
+        found.element_size == expected.element_size
+    };
+    if !sizes_fit {
+        return Err(type_mismatch());
     }
     if found.payload_offset != expected.payload_offset
-        || found.payload_size != expected.payload_size
+        || (!prefix && found.payload_size != expected.payload_size)
     {
         return Err(Error::Corrupted {
             location: location.clone(),
@@ -565,7 +625,7 @@ pub(crate) fn validate(
             os_says: os_len,
         });
     }
-    if u64::try_from(spec.segment_len()).unwrap_or(u64::MAX) > header.segment_len {
+    if !prefix && u64::try_from(spec.segment_len()).unwrap_or(u64::MAX) > header.segment_len {
         return Err(Error::Corrupted {
             location: location.clone(),
             what: format!(
@@ -576,6 +636,88 @@ pub(crate) fn validate(
         });
     }
     Ok(())
+}
+
+/// Reads the segment's schema block, if its header records one, checking
+/// that it lies after the payload and inside the segment, that its bytes hash
+/// to the recorded fingerprint, and that it decodes; then compares it with
+/// ours if we have one. `None`: nothing to compare (either side has no
+/// schema: the name, size and alignment decide, as before schemas).
+fn check_schema(
+    header: &Header,
+    region: &Region,
+    location: &Location,
+    spec: &Spec,
+) -> Result<Option<Compat>> {
+    let record = header.schema;
+    if record.fingerprint == 0 && record.offset == 0 && record.len == 0 {
+        return Ok(None);
+    }
+    let corrupted = |what: String| Error::Corrupted {
+        location: location.clone(),
+        what,
+    };
+    let payload_end = header
+        .layout
+        .payload_offset
+        .checked_add(header.layout.payload_size);
+    let end = record.offset.checked_add(u64::from(record.len));
+    let inside = matches!((payload_end, end), (Some(payload_end), Some(end))
+        if record.offset >= payload_end
+            && end <= header.segment_len
+            && usize::try_from(end).is_ok_and(|end| end <= region.len()));
+    if !inside || record.len as usize > schema::MAX_SCHEMA_LEN {
+        return Err(corrupted(format!(
+            "schema block at {}+{} outside the segment's {} bytes after the payload",
+            record.offset, record.len, header.segment_len
+        )));
+    }
+    let mut block = vec![0u8; record.len as usize];
+    region.read_bytes(record.offset as usize, &mut block);
+    if fnv1a(&block) != record.fingerprint {
+        return Err(corrupted(format!(
+            "schema block does not hash to its fingerprint {:#018x}",
+            record.fingerprint
+        )));
+    }
+    let stored =
+        schema::decode(&block).map_err(|error| corrupted(format!("schema block: {error}")))?;
+    let Some(layout) = spec.schema else {
+        return Ok(None);
+    };
+    let local = Descriptor::from_layout(layout).map_err(|error| Error::Unsupported {
+        location: location.clone(),
+        what: format!("the type's ShmType layout is inconsistent: {error}"),
+    })?;
+    match schema::compare(&local, &stored) {
+        Ok(Compat::Prefix) if !spec.accepts_prefix => Err(Error::SchemaExtended {
+            location: location.clone(),
+            name: stored.type_name(),
+            extra: extra_fields(&local, &stored),
+        }),
+        Ok(compat) => Ok(Some(compat)),
+        Err(mismatch) => Err(Error::SchemaMismatch {
+            location: location.clone(),
+            name: local.type_name(),
+            mismatch: Box::new(mismatch),
+        }),
+    }
+}
+
+/// The names of the fields `stored` has after all of `local`'s.
+fn extra_fields(local: &Descriptor, stored: &Descriptor) -> String {
+    match (local.kind(), stored.kind()) {
+        (
+            schema::TypeKind::Struct { fields: ours, .. },
+            schema::TypeKind::Struct { fields: theirs, .. },
+        ) => theirs
+            .iter()
+            .skip(ours.len())
+            .map(|field| field.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -152,6 +152,8 @@ impl Layout {
             element_size: RECORD as u32,
             capacity: self.entries,
             type_name: STORE_TYPE.to_owned(),
+            schema: None,
+            accepts_prefix: false,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::ring::spsc::{PushError, SpscRing};
 use crate::{Error, Location, Region};
 
 fn ring_in_heap(capacity: u64) -> SpscRing<u64> {
-    let bytes = crate::format::PAYLOAD_OFFSET + 512 + capacity as usize * 8;
+    let bytes = SpscRing::<u64>::segment_len(&Location::Heap, capacity).unwrap();
     SpscRing::create_in(Region::heap(bytes), capacity).unwrap()
 }
 
@@ -42,7 +42,7 @@ fn streaming_pushes_of_odd_sized_values_arrive_intact() {
     fn check<T: bytemuck::Pod + PartialEq + std::fmt::Debug>() {
         let size = std::mem::size_of::<T>();
         let capacity = 32u64;
-        let len = crate::format::PAYLOAD_OFFSET + 512 + size * capacity as usize;
+        let len = crate::format::PAYLOAD_OFFSET + 1024 + size * capacity as usize;
         let ring = SpscRing::<T>::create_in(Region::heap(len), capacity).unwrap();
         let (mut producer, mut consumer) = (ring.producer().unwrap(), ring.consumer().unwrap());
         let mut next = 0u8;
@@ -115,10 +115,10 @@ fn impossible_indices_are_corrupted_errors() {
 
 #[test]
 fn capacity_must_be_a_power_of_two_and_match_on_open() {
-    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 6 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 1024 + 6 * 8;
     let err = SpscRing::<u64>::create_in(Region::heap(bytes), 6).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-    let region = Region::heap(crate::format::PAYLOAD_OFFSET + 512 + 8 * 8);
+    let region = Region::heap(crate::format::PAYLOAD_OFFSET + 1024 + 8 * 8);
     let ring = SpscRing::<u64>::create_in(region, 8).unwrap();
     let region = ring_into_region(ring);
     let err = SpscRing::<u64>::open_in(region, 4).unwrap_err();
@@ -130,7 +130,7 @@ fn capacity_must_be_a_power_of_two_and_match_on_open() {
 /// round, and the error names both kinds.
 #[test]
 fn spinning_and_blocking_rings_do_not_open_as_each_other() {
-    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 1024 + 8 * 8;
     let spinning = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
     let err = SpscRing::<u64>::open_in(spinning.into_region(), 8).unwrap_err();
     let text = err.to_string();
@@ -151,7 +151,7 @@ fn spinning_and_blocking_rings_do_not_open_as_each_other() {
 /// `shm inspect` decodes a spinning ring: its kind by name, and its fill level.
 #[test]
 fn a_spinning_ring_describes_itself() {
-    let bytes = crate::format::PAYLOAD_OFFSET + 512 + 8 * 8;
+    let bytes = crate::format::PAYLOAD_OFFSET + 1024 + 8 * 8;
     let ring = SpscRing::<u64, false>::create_spinning_in(Region::heap(bytes), 8).unwrap();
     ring.producer().unwrap().push_slice(&[1, 2, 3]).unwrap();
     let description = crate::describe(ring.region()).expect("ours");
@@ -350,7 +350,7 @@ mod state_machine {
         type Reference = RingModel;
 
         fn init_test(model: &Model) -> Subject<WAKE> {
-            let bytes = crate::format::PAYLOAD_OFFSET + 512 + model.capacity as usize * 8;
+            let bytes = crate::format::PAYLOAD_OFFSET + 1024 + model.capacity as usize * 8;
             let ring = SpscRing::<u64, WAKE>::create_in_at(
                 Region::heap(bytes),
                 Location::Heap,
