@@ -460,3 +460,22 @@ pub fn describe(bytes: &[u8]) -> usize {
     }
     some
 }
+
+/// The `schema` target: the schema block decoder an opener runs on a
+/// segment's stored schema. Any input decodes to an error or to a descriptor
+/// that re-encodes to exactly the input (the encoding is canonical), compares
+/// identical to itself and renders as Rust and C without panicking.
+pub fn schema(bytes: &[u8]) -> usize {
+    use shm_typed::schema::{compare, decode, encode, render_c, render_rust, Compat};
+    let Ok(descriptor) = decode(bytes) else {
+        return 0;
+    };
+    assert_eq!(
+        encode(&descriptor),
+        bytes,
+        "a decoded block re-encodes as read"
+    );
+    assert_eq!(compare(&descriptor, &descriptor), Ok(Compat::Identical));
+    let rendered = render_rust(&descriptor).len() + render_c(&descriptor).len();
+    usize::from(rendered > 0)
+}

@@ -38,8 +38,26 @@ fn fuzz_regressions_replay_without_panic() {
     let replayed = replay("header", drive::header)
         + replay("store", drive::store)
         + replay("rings", drive::rings)
-        + replay("describe", drive::describe);
+        + replay("describe", drive::describe)
+        + replay("schema", drive::schema);
     eprintln!("{replayed} regression inputs replayed");
+}
+
+#[test]
+fn fuzz_drive_decodes_valid_schema_blocks() {
+    #[derive(Clone, Copy, shm_typed::ShmType)]
+    #[repr(C)]
+    struct Pair {
+        a: u32,
+        b: [f32; 2],
+    }
+    let block = shm_typed::schema::encode(&<Pair as shm_typed::schema::ShmType>::descriptor());
+    assert_eq!(drive::schema(&block), 1, "a real block decodes");
+    assert_eq!(
+        drive::schema(&block[..block.len() - 1]),
+        0,
+        "a cut one does not"
+    );
 }
 
 #[test]

@@ -65,6 +65,42 @@ fn store_segment() -> Vec<u8> {
     region_bytes(store.region())
 }
 
+/// Schema blocks of derived types: nested structs, arrays, enums.
+fn schema_blocks() -> Vec<(&'static str, Vec<u8>)> {
+    use shm_typed::schema::{encode, ShmType};
+
+    #[derive(Clone, Copy, shm_typed::ShmType)]
+    #[repr(u8)]
+    enum Side {
+        Buy = 1,
+        Sell,
+    }
+
+    #[derive(Clone, Copy, shm_typed::ShmType)]
+    #[repr(C)]
+    struct Point {
+        x: f32,
+        y: f32,
+    }
+
+    #[derive(Clone, Copy, shm_typed::ShmType)]
+    #[repr(C)]
+    #[shm(extensible)]
+    struct Tick {
+        price: f64,
+        qty: u32,
+        side: Side,
+        flags: [u8; 3],
+        path: [Point; 4],
+    }
+
+    vec![
+        ("u64", encode(&u64::descriptor())),
+        ("tick", encode(&Tick::descriptor())),
+        ("matrix", encode(&<[[i16; 3]; 2]>::descriptor())),
+    ]
+}
+
 /// Scripts for the `rings` target (see `drive::rings`).
 fn scripts() -> Vec<(&'static str, Vec<u8>)> {
     vec![
@@ -90,6 +126,10 @@ fn main() {
     write("describe", "store", &store);
     write("header", "store", &store);
     let mut count = 3;
+    for (name, bytes) in schema_blocks() {
+        write("schema", name, &bytes);
+        count += 1;
+    }
     for (name, bytes) in segments() {
         write("header", &name, &bytes);
         write("describe", &name, &bytes);
