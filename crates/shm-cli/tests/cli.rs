@@ -402,13 +402,23 @@ fn demo_streams_reports_and_leaves_nothing_behind() {
 #[test]
 fn demo_interrupted_with_sigint_leaves_nothing_behind() {
     let _turn = take_turn();
-    let mut child = shm()
+    let mut command = shm();
+    command
         .args(["demo", "--count", "4000000000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null()) // its progress lines
-        .process_group(0) // its own group: the SIGINT below must not reach this test
-        .spawn()
-        .expect("starting shm demo");
+        .process_group(0); // its own group: the SIGINT below must not reach this test
+                           // As at a terminal: a suite started in the background of a
+                           // non-interactive shell has SIGINT ignored, and exec keeps that.
+                           // SAFETY: signal() is async-signal-safe; the closure touches nothing
+                           // else between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        })
+    };
+    let mut child = command.spawn().expect("starting shm demo");
     let stdout = child.stdout.take().unwrap();
     let (lines, receive) = mpsc::channel();
     std::thread::spawn(move || {
