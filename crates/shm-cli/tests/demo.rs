@@ -142,14 +142,24 @@ fn interrupt_demo_at(inject: &str) {
     let before: HashSet<i32> = ipcs_pids().into_iter().map(|(id, _, _)| id).collect();
     // `sh` prints its pid, then becomes the demo (exec keeps the pid), so we
     // know the creator pid ipcs will show for the demo's segment.
-    let output = Command::new(STRACE)
+    let mut command = Command::new(STRACE);
+    command
         .args(["-f", "-e", inject, "-o", "/dev/null", "/bin/sh", "-c"])
         .arg(r#"echo $$; exec "$0" "$@""#)
         .arg(env!("CARGO_BIN_EXE_shm"))
         .args(["demo", "--count", "100000", "--latency-samples", "100"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("running strace");
+        .stdin(Stdio::null());
+    // As at a terminal: a suite started in the background of a
+    // non-interactive shell has SIGINT ignored, and exec keeps that.
+    // SAFETY: signal() is async-signal-safe; the closure touches nothing
+    // else between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        })
+    };
+    let output = command.output().expect("running strace");
     let (_, stdout, stderr) = split(&output);
     let pid: u32 = stdout
         .lines()
