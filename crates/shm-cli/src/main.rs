@@ -94,8 +94,12 @@ enum Command {
         /// The segment.
         target: String,
         /// Print one JSON object instead of text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "c_header")]
         json: bool,
+        /// Print a C header instead: the segment's header, lock and payload
+        /// type (from its stored schema) as C structs with their offsets.
+        #[arg(long)]
+        c_header: bool,
     },
     /// Remove a segment (refused while attached, unless --force), or with
     /// --stale every stale one of ours: System V segments no process is
@@ -151,7 +155,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Ls { json } => segments::list(json),
-        Command::Inspect { target, json } => segments::inspect(&target, json),
+        Command::Inspect {
+            target,
+            json,
+            c_header,
+        } => segments::inspect(&target, json, c_header),
         Command::Rm {
             target,
             force,

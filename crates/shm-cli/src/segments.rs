@@ -8,7 +8,11 @@ use shm_sys::posix::PosixSegment;
 use shm_sys::sysv::{self, Segment, SegmentInfo};
 use shm_sys::Key;
 use shm_typed::format::{Kind, State};
-use shm_typed::{describe, describe_unready, Description, EntryInfo, Region, Unready};
+use shm_typed::schema::{render_rust, render_value};
+use shm_typed::{
+    c_header, describe, describe_unready, object_value, Description, EntryInfo, ObjectValue,
+    Region, Unready,
+};
 
 use crate::users::{posix_users, FileId, PosixObject};
 
@@ -238,6 +242,13 @@ struct OursJson {
     poisoned: bool,
     ring_len: Option<u64>,
     fill: Option<String>,
+    /// The schema's fingerprint (`"0x..."`); `null` without a schema.
+    schema_fingerprint: Option<String>,
+    /// The stored schema as Rust-like declarations with offsets.
+    schema: Option<String>,
+    /// What is wrong with a schema record or block that does not check out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_error: Option<String>,
 }
 
 impl OursJson {
@@ -260,6 +271,16 @@ impl OursJson {
             poisoned: description.poisoned,
             ring_len: description.ring_len,
             fill: fill(description),
+            schema_fingerprint: (header.schema.fingerprint != 0)
+                .then(|| format!("{:#018x}", header.schema.fingerprint)),
+            schema: match &description.schema {
+                Some(Ok(schema)) => Some(render_rust(schema)),
+                _ => None,
+            },
+            schema_error: match &description.schema {
+                Some(Err(error)) => Some(error.clone()),
+                _ => None,
+            },
         }
     }
 }
@@ -583,6 +604,82 @@ fn print_description(description: &Description) {
     if let Some(fill) = fill(description) {
         say!("fill: {fill}");
     }
+    match &description.schema {
+        None => say!("schema: none (the type is checked by name, size and alignment only)"),
+        Some(Err(error)) => say!("schema: unusable: {}", printable(error)),
+        Some(Ok(schema)) => {
+            say!(
+                "schema: fingerprint {:#018x}, {} bytes at offset {}",
+                header.schema.fingerprint,
+                header.schema.len,
+                header.schema.offset
+            );
+            for line in render_rust(schema).lines() {
+                say!("  {line}");
+            }
+        }
+    }
+}
+
+/// An object's current value: field by field from the stored schema, else
+/// its first bytes in hex.
+fn print_value(description: &Description, value: &ObjectValue) {
+    let torn = if value.consistent {
+        ""
+    } else {
+        " (the lock stayed held while reading: the copy may mix old and new bytes)"
+    };
+    match &description.schema {
+        Some(Ok(schema)) => {
+            say!("value{torn}:");
+            for line in render_value(schema, &value.bytes).lines() {
+                say!("  {line}");
+            }
+        }
+        _ => {
+            const SHOWN: usize = 64;
+            let hex: Vec<String> = value
+                .bytes
+                .iter()
+                .take(SHOWN)
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            let more = if value.bytes.len() > SHOWN {
+                " ..."
+            } else {
+                ""
+            };
+            say!(
+                "value{torn}: {} bytes: {}{more}",
+                value.bytes.len(),
+                hex.join(" ")
+            );
+        }
+    }
+}
+
+/// An object's value when `description` is an object's (`map` maps the
+/// segment read-only again), else `None`.
+fn value_if_object(
+    description: Option<&Description>,
+    map: impl FnOnce() -> std::result::Result<shm_sys::Mapping, shm_sys::Error>,
+) -> Option<ObjectValue> {
+    if description?.kind != Some(Kind::Object) {
+        return None;
+    }
+    object_value(
+        &Region::from_mapping(map().ok()?),
+        std::time::Duration::from_millis(100),
+    )
+}
+
+/// `shm inspect --c-header`: the C declarations for the segment, or an error
+/// if it is not one of ours.
+fn say_c_header(target: &str, description: Option<&Description>) -> Result {
+    let description = description
+        .ok_or_else(|| format!("{target}: not a segment of ours (no shm-typed header)"))?;
+    say!("{}", c_header(description).trim_end());
+    Ok(())
 }
 
 /// The store's entries when `description` is a store's (`map` maps the
@@ -601,13 +698,17 @@ fn entries_if_store(
 }
 
 /// `shm inspect`.
-pub fn inspect(target: &str, json: bool) -> Result {
+pub fn inspect(target: &str, json: bool, c_header: bool) -> Result {
     match parse_target(target)? {
         Target::Posix(name) => {
             let object = PosixSegment::open_read_only(&name)?;
             let bytes = object.size()?;
             let description = describe_posix(&name).map(|object| object.description);
+            if c_header {
+                return say_c_header(target, description.as_ref());
+            }
             let entries = entries_if_store(description.as_ref(), || object.map_read_only());
+            let value = value_if_object(description.as_ref(), || object.map_read_only());
             if json {
                 return say_json(&InspectedJson::Posix(PosixInspectedJson {
                     name: object.name().to_owned(),
@@ -617,13 +718,17 @@ pub fn inspect(target: &str, json: bool) -> Result {
                 }));
             }
             say!("POSIX object {}: {bytes} bytes", printable(object.name()));
-            print_ours(description.as_ref(), entries.as_ref());
+            print_ours(description.as_ref(), entries.as_ref(), value.as_ref());
         }
         other => {
             let segment = segment_of(&other)?;
             let info = segment.stat()?;
             let description = describe_sysv(info.id);
+            if c_header {
+                return say_c_header(target, description.as_ref());
+            }
             let entries = entries_if_store(description.as_ref(), || segment.attach_read_only());
+            let value = value_if_object(description.as_ref(), || segment.attach_read_only());
             if json {
                 return say_json(&InspectedJson::Sysv(SysvInspectedJson {
                     id: info.id,
@@ -675,22 +780,27 @@ pub fn inspect(target: &str, json: bool) -> Result {
                 time_text(info.dtime),
                 time_text(info.ctime)
             );
-            print_ours(description.as_ref(), entries.as_ref());
+            print_ours(description.as_ref(), entries.as_ref(), value.as_ref());
         }
     }
     Ok(())
 }
 
-/// The part of `shm inspect` about our header (and a store's entries).
+/// The part of `shm inspect` about our header (and a store's entries, an
+/// object's value).
 fn print_ours(
     description: Option<&Description>,
     entries: Option<&std::result::Result<Vec<EntryInfo>, String>>,
+    value: Option<&ObjectValue>,
 ) {
     match description {
         Some(description) => {
             print_description(description);
             if let Some(entries) = entries {
                 print_store_entries(entries);
+            }
+            if let Some(value) = value {
+                print_value(description, value);
             }
         }
         None => say!("ours: no (no shm-typed header); that is all the OS knows"),

@@ -6,7 +6,10 @@ use crate::segment::format::{
     Header, Kind, State, CREATOR_PID_OFFSET, CREATOR_REGISTRY_CTIME_OFFSET, FORMAT_VERSION,
     HEADER_SIZE, LOCK_OFFSET, MAGIC, OLDEST_FORMAT_VERSION, PAYLOAD_OFFSET, STATE_OFFSET,
 };
-use crate::segment::header::{creator_verdict, Verdict};
+use std::time::Duration;
+
+use crate::schema::Descriptor;
+use crate::segment::header::{creator_verdict, lock_of, stored_schema, Verdict};
 use crate::segment::region::Region;
 use crate::sys::{self, TaskState};
 
@@ -37,6 +40,11 @@ pub struct Description {
     /// rings, and for rings whose indices are impossible or lie outside the
     /// region: `ring_capacity` is then `Some`).
     pub ring_len: Option<u64>,
+    /// The payload type's stored schema: `None` if the segment has none
+    /// (its type does not derive `ShmType`, or format version 2), `Some(Err)`
+    /// saying what is wrong with a record or block that does not check out
+    /// (the error an opener would get as `Corrupted`).
+    pub schema: Option<Result<Descriptor, String>>,
 }
 
 /// Reads the header and lock of `region` if it starts with our magic; `None`
@@ -80,7 +88,66 @@ pub fn describe(region: &Region) -> Option<Description> {
         poisoned: lock.is_some_and(|lock| lock.poisoned),
         ring_capacity,
         ring_len,
+        schema: stored_schema(&header, region).transpose(),
         header,
+    })
+}
+
+/// The value of an object segment ([`Kind::Object`]), as [`object_value`]
+/// copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectValue {
+    /// The payload's bytes.
+    pub bytes: Vec<u8>,
+    /// Whether the copy is known whole: made while no lock holder was
+    /// writing (the seqlock protocol of read-only openers). `false` when the
+    /// lock stayed held for the whole timeout; the bytes are then a copy
+    /// that may mix old and new values.
+    pub consistent: bool,
+}
+
+/// Copies the value of an object segment out of `region` without taking
+/// its lock, as a read-only opener does: retried until no holder wrote
+/// during the copy, for at most `timeout` (then a copy that may be torn,
+/// marked so). `None` if `region` is not a ready object segment of ours, or
+/// its header places the payload outside the region.
+///
+/// ```
+/// use std::time::Duration;
+/// use shm_typed::{object_value, Region, Shared};
+///
+/// let shared = Shared::<u64>::options().create_in(Region::heap(4096), 7)?;
+/// let value = object_value(shared.region(), Duration::from_millis(10)).expect("an object");
+/// assert_eq!(value.bytes, 7u64.to_ne_bytes());
+/// assert!(value.consistent);
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub fn object_value(region: &Region, timeout: Duration) -> Option<ObjectValue> {
+    let description = describe(region)?;
+    let header = &description.header;
+    if description.kind != Some(Kind::Object) || header.state != State::Ready as u32 {
+        return None;
+    }
+    let offset = usize::try_from(header.layout.payload_offset).ok()?;
+    let len = usize::try_from(header.layout.payload_size).ok()?;
+    if offset.checked_add(len)? > region.len() || offset < PAYLOAD_OFFSET {
+        return None;
+    }
+    let copy = || {
+        let mut bytes = vec![0u8; len];
+        region.read_bytes(offset, &mut bytes);
+        bytes
+    };
+    Some(match lock_of(region).read_consistent(timeout, copy) {
+        Ok(bytes) => ObjectValue {
+            bytes,
+            consistent: true,
+        },
+        Err(_) => ObjectValue {
+            bytes: copy(),
+            consistent: false,
+        },
     })
 }
 
@@ -203,9 +270,192 @@ fn fill_decoder(kind: Kind) -> Option<FillDecoder> {
     }
 }
 
+/// Text from a segment made safe inside a C comment: printable ASCII only,
+/// and no `*/` or `/*` (which `-Wcomment` warns of).
+fn c_comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .replace("*/", "*?")
+        .replace("/*", "/?")
+}
+
+/// A C11 header for the segment `description` describes: the header as
+/// `shm_header` (with `shm_layout`, `shm_creator`, `shm_schema_record`), the
+/// lock as `shm_lock`, and the payload type as `shm_value` (an object's
+/// value, a ring's element; for a store, its entry table's bytes): from the
+/// stored schema when there is one, else an opaque struct of the recorded
+/// size and alignment. For an object, `shm_object` is the whole segment up
+/// to the end of the value. `#define`s give the offsets and the header's
+/// values, and `_Static_assert`s check the sizes when the header is compiled.
+/// What the words mean and how to use them is in docs/FORMAT.md.
+///
+/// ```
+/// use shm_typed::{c_header, describe, Region, Shared};
+///
+/// let shared = Shared::<u64>::options().create_in(Region::heap(4096), 7)?;
+/// let header = c_header(&describe(shared.region()).expect("ours"));
+/// assert!(header.contains("typedef struct shm_object {"));
+/// assert!(header.contains("    uint64_t value; /* offset 384 */"));
+/// assert!(header.contains("#define SHM_PAYLOAD_OFFSET 384"));
+/// # Ok::<(), shm_typed::Error>(())
+/// ```
+pub fn c_header(description: &Description) -> String {
+    use crate::format::{Header, LockRecord};
+    use crate::schema::{render_c_all, Field, Primitive, ShmType};
+    use std::fmt::Write as _;
+
+    let header = &description.header;
+    let layout = &header.layout;
+    let type_description = header.type_description();
+    let (value, value_note) = match &description.schema {
+        Some(Ok(schema)) => (schema.clone(), "from the segment's schema".to_owned()),
+        other => {
+            let why = match other {
+                Some(Err(error)) => format!("its schema block is unusable: {error}"),
+                _ => "it has no schema: only its name, size and alignment are known".to_owned(),
+            };
+            let size = u64::from(layout.element_size);
+            let opaque =
+                Descriptor::array(Descriptor::primitive(Primitive::U8), size).and_then(|bytes| {
+                    Descriptor::structure(
+                        "shm_opaque",
+                        size,
+                        u64::from(layout.payload_align),
+                        vec![Field::new("bytes", 0, bytes)],
+                        false,
+                    )
+                });
+            match opaque {
+                Ok(opaque) => (opaque, why),
+                Err(_) => (
+                    Descriptor::primitive(Primitive::U8),
+                    format!("{why}; its recorded size and alignment do not form a type"),
+                ),
+            }
+        }
+    };
+    let header_type = Header::descriptor();
+    let lock_type = LockRecord::descriptor();
+    // An object: the segment from its start to the end of its value.
+    let object = (description.kind == Some(Kind::Object))
+        .then(|| {
+            let align = value.align().max(lock_type.align());
+            let end = layout.payload_offset.checked_add(value.size())?;
+            Descriptor::structure(
+                "shm_object",
+                end.checked_next_multiple_of(align)?,
+                align,
+                vec![
+                    Field::new("header", 0, header_type.clone()),
+                    Field::new("lock", LOCK_OFFSET as u64, lock_type.clone()),
+                    Field::new("value", layout.payload_offset, value.clone()),
+                ],
+                false,
+            )
+            .ok()
+        })
+        .flatten();
+    let mut roots = vec![
+        (&header_type, None),
+        (&lock_type, None),
+        (&value, Some("shm_value")),
+    ];
+    if let Some(object) = &object {
+        roots.push((object, None));
+    }
+    let kind = description.kind.map_or_else(
+        || format!("unknown kind {}", header.kind),
+        |kind| kind.name().to_owned(),
+    );
+    let mut out = format!(
+        "/* A shm-typed segment: format version {}, {kind}, type {} ({} bytes, align {}).\n \
+         * shm_value is its {}, {}.\n \
+         * Generated by shm inspect --c-header; docs/FORMAT.md says how each word is used. */\n",
+        header.format_version,
+        c_comment_text(&type_description.name),
+        type_description.size,
+        type_description.align,
+        match description.kind {
+            Some(Kind::Object) => "value",
+            Some(Kind::Store) => "entry table's element",
+            _ => "element type",
+        },
+        c_comment_text(&value_note),
+    );
+    out.push_str(&render_c_all(&roots));
+    out.push('\n');
+    let defines = [
+        ("SHM_MAGIC", "\"SHMTYPED\"".to_owned()),
+        ("SHM_FORMAT_VERSION", header.format_version.to_string()),
+        ("SHM_BYTE_ORDER_MARK", "0x01020304u".to_owned()),
+        ("SHM_KIND", header.kind.to_string()),
+        ("SHM_STATE_READY", (State::Ready as u32).to_string()),
+        ("SHM_LOCK_OFFSET", LOCK_OFFSET.to_string()),
+        ("SHM_PAYLOAD_OFFSET", layout.payload_offset.to_string()),
+        ("SHM_PAYLOAD_SIZE", layout.payload_size.to_string()),
+        ("SHM_CAPACITY", layout.capacity.to_string()),
+        ("SHM_SEGMENT_LEN", header.segment_len.to_string()),
+        (
+            "SHM_SCHEMA_FINGERPRINT",
+            format!("{:#018x}ULL", header.schema.fingerprint),
+        ),
+        ("SHM_SCHEMA_OFFSET", header.schema.offset.to_string()),
+        ("SHM_SCHEMA_LEN", header.schema.len.to_string()),
+    ];
+    for (name, value) in defines {
+        let _ = writeln!(out, "#define {name} {value}");
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "_Static_assert(sizeof(shm_header) == {HEADER_SIZE}, \"shm_header\");"
+    );
+    let _ = writeln!(
+        out,
+        "_Static_assert(sizeof(shm_lock) == {}, \"shm_lock\");",
+        lock_type.size()
+    );
+    let _ = writeln!(
+        out,
+        "_Static_assert(sizeof(shm_value) == {}, \"shm_value\");",
+        value.size()
+    );
+    if let Some(object) = &object {
+        let _ = writeln!(
+            out,
+            "_Static_assert(sizeof(shm_object) == {}, \"shm_object\");",
+            object.size()
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn c_headers_keep_hostile_type_names_inside_their_comment() {
+        let shared = crate::Shared::<u64>::options()
+            .type_name("evil */ #error boom\n/*")
+            .create_in(Region::heap(4096), 7)
+            .unwrap();
+        let header = c_header(&describe(shared.region()).unwrap());
+        let first = header.lines().next().unwrap();
+        assert!(first.contains("type evil *? #error boom?/? ("), "{first}");
+        assert_eq!(
+            header.matches("*/").count(),
+            header.matches("/*").count(),
+            "{header}"
+        );
+    }
     use crate::segment::format::CREATOR_NAMESPACE_OFFSET;
 
     #[test]

@@ -99,7 +99,10 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-pub use describe::{creator_token_verdict, describe, describe_unready, Description, Unready};
+pub use describe::{
+    c_header, creator_token_verdict, describe, describe_unready, object_value, Description,
+    ObjectValue, Unready,
+};
 pub use error::{Error, Result, TypeDescription};
 pub use location::Location;
 pub use lock::{Acquired, Holder, LockFailure, ShmMutex};

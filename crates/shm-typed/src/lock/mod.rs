@@ -146,6 +146,24 @@ pub struct ShmMutex {
     reserved: [AtomicU64; 8],
 }
 
+/// The offsets of [`ShmMutex`]'s words, in declaration order, for the
+/// layout mirror `format::LockRecord` to be checked against.
+pub(crate) const OFFSETS: [usize; 10] = {
+    use std::mem::offset_of;
+    [
+        offset_of!(ShmMutex, owner),
+        offset_of!(ShmMutex, wakes),
+        offset_of!(ShmMutex, flags),
+        offset_of!(ShmMutex, record),
+        offset_of!(ShmMutex, sequence),
+        offset_of!(ShmMutex, namespace),
+        offset_of!(ShmMutex, token),
+        offset_of!(ShmMutex, registry),
+        offset_of!(ShmMutex, registry_ctime),
+        offset_of!(ShmMutex, reserved),
+    ]
+};
+
 const _: () = assert!(std::mem::size_of::<ShmMutex>() == 128);
 const _: () = assert!(std::mem::align_of::<ShmMutex>() == 128);
 const _: () = assert!(std::mem::offset_of!(ShmMutex, owner) == 0);

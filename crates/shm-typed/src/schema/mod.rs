@@ -85,6 +85,7 @@ mod error;
 mod layout;
 mod registry;
 mod render;
+mod value;
 
 pub use compare::{compare, Compat, Mismatch};
 pub use descriptor::{Descriptor, Field, TypeKind, Variant};
@@ -92,7 +93,8 @@ pub use encoding::{decode, encode, SCHEMA_VERSION};
 pub use error::SchemaError;
 pub use layout::{FieldLayout, Layout, LayoutKind, Primitive, VariantLayout};
 pub use registry::layout_of;
-pub use render::{render_c, render_rust};
+pub use render::{render_c, render_c_all, render_rust};
+pub use value::render_value;
 
 /// What the derive's expansion names; not an API.
 #[doc(hidden)]

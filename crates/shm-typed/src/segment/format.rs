@@ -7,6 +7,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::TypeDescription;
 use crate::lock::ShmMutex;
+use crate::schema::ShmType;
 use crate::segment::region::Region;
 
 /// The first 8 bytes of every segment we write.
@@ -140,7 +141,10 @@ impl Kind {
 
 /// Payload size, alignment and type identity (bytes 32..144).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, ShmType,
+)]
+#[shm(crate = "crate", name = "shm_layout")]
 pub struct LayoutDescriptor {
     /// Offset of the payload from the segment start.
     pub payload_offset: u64,
@@ -166,7 +170,10 @@ pub struct LayoutDescriptor {
 
 /// Who made the segment (bytes 144..192).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, ShmType,
+)]
+#[shm(crate = "crate", name = "shm_creator")]
 pub struct CreatorRecord {
     /// Process id (claimed atomically before anything else is written).
     pub pid: u32,
@@ -187,10 +194,16 @@ pub struct CreatorRecord {
     pub registry_ctime: u64,
 }
 
-/// The segment header, format version 2: the first 256 bytes of every segment.
+/// The segment header, format version 3: the first 256 bytes of every segment.
 /// All-zero bytes are the valid "uninitialised" header.
+///
+/// It derives [`ShmType`] so that tools can render it (`shm inspect
+/// --c-header` writes it as the C struct `shm_header`).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, ShmType,
+)]
+#[shm(crate = "crate", name = "shm_header")]
 pub struct Header {
     /// [`MAGIC`].
     pub magic: [u8; 8],
@@ -214,11 +227,45 @@ pub struct Header {
     pub reserved: [u8; 40],
 }
 
+/// The words of the segment's lock ([`ShmMutex`], bytes 256..384), as plain
+/// integers: its layout for tools (`shm inspect --c-header` writes it as the
+/// C struct `shm_lock`). The lock itself is made of atomics and only ever
+/// accessed through [`ShmMutex`]; docs/FORMAT.md ("Lock") says what each word
+/// means and how it is used.
+#[repr(C, align(128))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ShmType)]
+#[shm(crate = "crate", name = "shm_lock")]
+pub struct LockRecord {
+    /// Generation (bits 32-63), flags and holder tid.
+    pub owner: u64,
+    /// The futex word waiters sleep on.
+    pub wakes: u32,
+    /// `INCONSISTENT` (bit 0) and `POISONED` (bit 1).
+    pub flags: u32,
+    /// The holder's start time and generation.
+    pub record: u64,
+    /// The seqlock count (odd while held for writing).
+    pub sequence: u64,
+    /// The liveness domain of the lock's users.
+    pub namespace: u64,
+    /// The holder's kernel token record.
+    pub token: u64,
+    /// The registry tokens are read from.
+    pub registry: u64,
+    /// That registry's `sem_ctime`.
+    pub registry_ctime: u64,
+    /// Zero.
+    pub reserved: [u64; 8],
+}
+
 /// Where a segment's schema block is (see docs/FORMAT.md, "Schema block"):
 /// the structural description of its payload type, written by a creator
 /// whose type derives `ShmType`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, ShmType,
+)]
+#[shm(crate = "crate", name = "shm_schema_record")]
 pub struct SchemaRecord {
     /// FNV-1a 64 of the block: the type's structural fingerprint (0: no
     /// schema).
@@ -250,6 +297,21 @@ const _: () = assert!(
 const _: () = assert!(std::mem::offset_of!(Header, schema) == SCHEMA_RECORD_OFFSET);
 const _: () = assert!(std::mem::size_of::<SchemaRecord>() == 24);
 const _: () = assert!(std::mem::offset_of!(Header, reserved) == 216);
+const _: () = {
+    use std::mem::{align_of, offset_of, size_of};
+    assert!(size_of::<LockRecord>() == size_of::<ShmMutex>());
+    assert!(align_of::<LockRecord>() == align_of::<ShmMutex>());
+    assert!(offset_of!(LockRecord, owner) == crate::lock::OFFSETS[0]);
+    assert!(offset_of!(LockRecord, wakes) == crate::lock::OFFSETS[1]);
+    assert!(offset_of!(LockRecord, flags) == crate::lock::OFFSETS[2]);
+    assert!(offset_of!(LockRecord, record) == crate::lock::OFFSETS[3]);
+    assert!(offset_of!(LockRecord, sequence) == crate::lock::OFFSETS[4]);
+    assert!(offset_of!(LockRecord, namespace) == crate::lock::OFFSETS[5]);
+    assert!(offset_of!(LockRecord, token) == crate::lock::OFFSETS[6]);
+    assert!(offset_of!(LockRecord, registry) == crate::lock::OFFSETS[7]);
+    assert!(offset_of!(LockRecord, registry_ctime) == crate::lock::OFFSETS[8]);
+    assert!(offset_of!(LockRecord, reserved) == crate::lock::OFFSETS[9]);
+};
 const _: () = assert!(PAYLOAD_OFFSET == 384 && PAYLOAD_OFFSET % 128 == 0);
 
 impl Header {

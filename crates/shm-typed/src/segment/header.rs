@@ -643,20 +643,18 @@ pub(crate) fn validate(
 /// to the recorded fingerprint, and that it decodes; then compares it with
 /// ours if we have one. `None`: nothing to compare (either side has no
 /// schema: the name, size and alignment decide, as before schemas).
-fn check_schema(
+/// The schema block the header's record points at, decoded: `Ok(None)` if
+/// the record is all zero (no schema), `Err` saying what is wrong if the
+/// record points outside the segment, the block does not hash to the
+/// recorded fingerprint, or it does not decode.
+pub(crate) fn stored_schema(
     header: &Header,
     region: &Region,
-    location: &Location,
-    spec: &Spec,
-) -> Result<Option<Compat>> {
+) -> std::result::Result<Option<Descriptor>, String> {
     let record = header.schema;
     if record.fingerprint == 0 && record.offset == 0 && record.len == 0 {
         return Ok(None);
     }
-    let corrupted = |what: String| Error::Corrupted {
-        location: location.clone(),
-        what,
-    };
     let payload_end = header
         .layout
         .payload_offset
@@ -667,21 +665,37 @@ fn check_schema(
             && end <= header.segment_len
             && usize::try_from(end).is_ok_and(|end| end <= region.len()));
     if !inside || record.len as usize > schema::MAX_SCHEMA_LEN {
-        return Err(corrupted(format!(
+        return Err(format!(
             "schema block at {}+{} outside the segment's {} bytes after the payload",
             record.offset, record.len, header.segment_len
-        )));
+        ));
     }
     let mut block = vec![0u8; record.len as usize];
     region.read_bytes(record.offset as usize, &mut block);
     if fnv1a(&block) != record.fingerprint {
-        return Err(corrupted(format!(
+        return Err(format!(
             "schema block does not hash to its fingerprint {:#018x}",
             record.fingerprint
-        )));
+        ));
     }
-    let stored =
-        schema::decode(&block).map_err(|error| corrupted(format!("schema block: {error}")))?;
+    schema::decode(&block)
+        .map(Some)
+        .map_err(|error| format!("schema block: {error}"))
+}
+
+fn check_schema(
+    header: &Header,
+    region: &Region,
+    location: &Location,
+    spec: &Spec,
+) -> Result<Option<Compat>> {
+    let Some(stored) = stored_schema(header, region).map_err(|what| Error::Corrupted {
+        location: location.clone(),
+        what,
+    })?
+    else {
+        return Ok(None);
+    };
     let Some(layout) = spec.schema else {
         return Ok(None);
     };
