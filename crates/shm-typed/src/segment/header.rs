@@ -655,6 +655,16 @@ pub(crate) fn stored_schema(
     if record.fingerprint == 0 && record.offset == 0 && record.len == 0 {
         return Ok(None);
     }
+    let block = schema_block(header, region)?;
+    schema::decode(&block)
+        .map(Some)
+        .map_err(|error| format!("schema block: {error}"))
+}
+
+/// The schema block's bytes, checked to lie after the payload inside the
+/// segment and to hash to the recorded fingerprint.
+fn schema_block(header: &Header, region: &Region) -> std::result::Result<Vec<u8>, String> {
+    let record = header.schema;
     let payload_end = header
         .layout
         .payload_offset
@@ -678,9 +688,7 @@ pub(crate) fn stored_schema(
             record.fingerprint
         ));
     }
-    schema::decode(&block)
-        .map(Some)
-        .map_err(|error| format!("schema block: {error}"))
+    Ok(block)
 }
 
 fn check_schema(
@@ -689,11 +697,24 @@ fn check_schema(
     location: &Location,
     spec: &Spec,
 ) -> Result<Option<Compat>> {
-    let Some(stored) = stored_schema(header, region).map_err(|what| Error::Corrupted {
+    let corrupted = |what| Error::Corrupted {
         location: location.clone(),
         what,
-    })?
-    else {
+    };
+    // The common case, without decoding: the block is where the record says
+    // and hashes to the recorded fingerprint, which is the local type's. The
+    // fingerprint is the hash of the canonical encoding, so equal ones mean
+    // the same descriptor (up to FNV collisions, which a peer able to write
+    // the segment could forge; it could as well write any value, and every
+    // payload type is `Pod`, so a forged match cannot cause undefined
+    // behaviour).
+    if let Some(layout) = spec.schema {
+        if header.schema.fingerprint != 0 && header.schema.fingerprint == layout.fingerprint() {
+            schema_block(header, region).map_err(corrupted)?;
+            return Ok(Some(Compat::Identical));
+        }
+    }
+    let Some(stored) = stored_schema(header, region).map_err(corrupted)? else {
         return Ok(None);
     };
     let Some(layout) = spec.schema else {
