@@ -27,9 +27,16 @@ struct Level {
     flags: u16,
 }
 
+#[derive(Clone, Copy, ShmType)]
+#[repr(u8)]
+enum Side {
+    Buy = 1,
+    Sell = 2,
+}
+
 /// Aligned beyond its fields (32; `i128` needs 16), with a nested struct
-/// array and every width of integer. (Enums are covered by the schema's own
-/// tests: a payload must be `Pod`, which a field-less enum is not.)
+/// array, an enum kept in a `u8` (a payload is `Pod`, which an enum is not)
+/// and every width of integer.
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable, ShmType)]
 #[repr(C, align(32))]
 struct Tick {
@@ -37,6 +44,7 @@ struct Tick {
     seq: u64,
     levels: [Level; 3],
     wide: i128,
+    #[shm(as = Side)]
     side: u8,
     venue: [u8; 7],
     ratio: f32,
@@ -68,7 +76,7 @@ const TICK: Tick = Tick {
         },
     ],
     wide: -(1i128 << 100),
-    side: 2,
+    side: Side::Sell as u8,
     venue: *b"XNASDAQ",
     ratio: 0.5,
     count: 3,
@@ -112,6 +120,9 @@ fn layout_checks() -> Vec<(String, usize)> {
         registry, registry_ctime, reserved);
     fields!("shm_value", Tick: price, seq, levels, wide, side, venue, ratio, count, tail);
     fields!("Level", Level: price, qty, orders, flags);
+    push("sizeof(Side)", size_of::<Side>());
+    push("Side_Buy", Side::Buy as usize);
+    push("Side_Sell", Side::Sell as usize);
     checks
 }
 
@@ -202,7 +213,7 @@ fn the_c_header_matches_rust_and_reads_the_segment() {
         (unsigned)v->levels[2].orders, (unsigned)v->levels[2].flags);
     printf("wide_high=%lld\n", (long long)(v->wide >> 64));
     printf("side=%s venue=%.7s ratio=%.1f count=%u\n",
-        v->side == 2 ? "Sell" : "other", (const char *)v->venue, v->ratio, v->count);
+        v->side == Side_Sell ? "Sell" : "other", (const char *)v->venue, v->ratio, v->count);
     printf("level0_price=%lld\n", (long long)v->levels[0].price);
     shmdt(o);
     return 0;
@@ -281,10 +292,10 @@ fn inspect_shows_the_schema_and_the_value_field_by_field() {
         "schema: fingerprint ",
         "  #[repr(C, align(32))]",
         "  struct Tick { // size 128, align 32",
-        "      /* 80 */ side: u8,",
+        "      /* 80 */ side: Side, // enum u8",
         "value:",
         "      price: 101.25,",
-        "      side: 2,",
+        "      side: Sell (2),",
         "      tail: [0, 0, 0, 9],",
         "      venue: [88, 78, 65, 83, 68, 65, 81],",
         "              price: 7,",

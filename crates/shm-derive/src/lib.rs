@@ -22,6 +22,27 @@
 //!   64 bytes without control characters;
 //! - `extensible` (structs): later versions may append fields;
 //! - `crate = "path"`: where `shm_typed` is (default `::shm_typed`).
+//!
+//! On a field, `#[shm(as = T)]` describes it as `T` while it stores `T`'s
+//! representation: an enum kept in a `u8` field (so that the struct stays
+//! `bytemuck::Pod`, which a field-less enum is not) is described, compared
+//! and shown as the enum. The field's type must be the enum's integer repr,
+//! or an array of it of the same length as an array of the enum (checked at
+//! compile time).
+//!
+//! ```
+//! use shm_typed::schema::{render_rust, ShmType};
+//!
+//! #[derive(Clone, Copy, ShmType)]
+//! #[repr(u8)]
+//! enum Side { Buy = 1, Sell = 2 }
+//!
+//! #[derive(Clone, Copy, ShmType, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Order { qty: u32, #[shm(as = Side)] side: u8, #[shm(as = [Side; 3])] legs: [u8; 3] }
+//!
+//! assert!(render_rust(&Order::descriptor()).contains("/* 4 */ side: Side, // enum u8"));
+//! ```
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -78,6 +99,28 @@ fn options(input: &DeriveInput) -> syn::Result<Options> {
         })?;
     }
     Ok(options)
+}
+
+/// The type a field's `#[shm(as = T)]` describes it as, if any.
+fn field_as(field: &syn::Field) -> syn::Result<Option<Type>> {
+    let mut described = None;
+    for attr in field
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("shm"))
+    {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("as") {
+                described = Some(meta.value()?.parse::<Type>()?);
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown `shm` attribute on a field: expected `as = Type` (`name`, `extensible` and `crate` belong on the type)",
+                ))
+            }
+        })?;
+    }
+    Ok(described)
 }
 
 fn check_name(name: &str, span: Span) -> syn::Result<()> {
@@ -260,12 +303,7 @@ fn expand_struct(
     let mut padding_checks = Vec::new();
     let mut end = quote!(0usize);
     for (index, field) in fields.iter().enumerate() {
-        if let Some(attr) = field.attrs.iter().find(|attr| attr.path().is_ident("shm")) {
-            return Err(Error::new(
-                attr.span(),
-                "ShmType: `#[shm(..)]` belongs on the type, not on a field",
-            ));
-        }
+        let described = field_as(field)?;
         check_field_type(&field.ty)?;
         let ty = &field.ty;
         let (member, field_name) = match &field.ident {
@@ -279,11 +317,32 @@ fn expand_struct(
                 (quote!(#index), index.index.to_string())
             }
         };
+        let layout = match &described {
+            None => quote_spanned! {ty.span()=> &<#ty as #schema::ShmType>::LAYOUT },
+            Some(described) => {
+                let message = format!(
+                    "ShmType: field `{field_name}` is described `#[shm(as = {})]`, but its type \
+                     does not hold that type's bits: it must be the enum's integer repr (same \
+                     width and signedness), or an array of them of the same length",
+                    quote!(#described).to_string().replace(' ', "")
+                );
+                padding_checks.push(quote_spanned! {described.span()=>
+                    ::core::assert!(
+                        #schema::__private::holds(
+                            &<#described as #schema::ShmType>::LAYOUT,
+                            &<#ty as #schema::ShmType>::LAYOUT,
+                        ),
+                        #message
+                    );
+                });
+                quote_spanned! {described.span()=> &<#described as #schema::ShmType>::LAYOUT }
+            }
+        };
         layouts.push(quote_spanned! {ty.span()=>
             #schema::FieldLayout {
                 name: #field_name,
                 offset: ::core::mem::offset_of!(Self, #member),
-                layout: &<#ty as #schema::ShmType>::LAYOUT,
+                layout: #layout,
             }
         });
         let message = format!(

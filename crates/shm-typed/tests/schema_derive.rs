@@ -360,3 +360,45 @@ fn the_documented_example_is_what_encode_writes() {
         ]
     );
 }
+
+/// `#[shm(as = Side)]` on a `u8` field: the same descriptor as a field of
+/// the enum itself, so a `Pod` struct carries its enums in the schema.
+#[test]
+fn fields_described_as_enums_match_enum_fields() {
+    #[derive(Clone, Copy, ShmType)]
+    #[repr(C)]
+    #[shm(name = "Order")]
+    struct WithEnums {
+        qty: u32,
+        side: Side,
+        legs: [Side; 3],
+    }
+
+    #[derive(Clone, Copy, ShmType, bytemuck::Pod, bytemuck::Zeroable)]
+    #[repr(C)]
+    #[shm(name = "Order")]
+    struct WithIntegers {
+        qty: u32,
+        #[shm(as = Side)]
+        side: u8,
+        #[shm(as = [Side; 3])]
+        legs: [u8; 3],
+    }
+
+    assert_eq!(WithIntegers::descriptor(), WithEnums::descriptor());
+    assert_eq!(WithIntegers::fingerprint(), WithEnums::fingerprint());
+    // The plain integer version differs, at the field described.
+    #[derive(Clone, Copy, ShmType)]
+    #[repr(C)]
+    #[shm(name = "Order")]
+    struct Plain {
+        qty: u32,
+        side: u8,
+        legs: [u8; 3],
+    }
+    let mismatch = compare(&Plain::descriptor(), &WithIntegers::descriptor()).unwrap_err();
+    assert!(
+        mismatch.to_string().starts_with("field side:"),
+        "{mismatch}"
+    );
+}

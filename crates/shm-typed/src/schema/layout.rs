@@ -354,3 +354,29 @@ impl Layout {
 const _: () = assert!(MAX_NAME_LEN == 64);
 
 const _: () = assert!(varint_len(0) == 1 && varint_len(u64::MAX) == 10);
+
+/// Whether a field of layout `field` holds the bits of a `described` (for
+/// the derive's `#[shm(as = T)]`): the same layout, an enum in its integer
+/// repr, or an array of such of the same length. Size and alignment must
+/// agree too.
+#[doc(hidden)]
+pub const fn holds(described: &Layout, field: &Layout) -> bool {
+    if described.size != field.size || described.align != field.align {
+        return false;
+    }
+    match (described.kind, field.kind) {
+        (LayoutKind::Enum { repr, .. }, LayoutKind::Primitive(primitive))
+        | (LayoutKind::Primitive(repr), LayoutKind::Primitive(primitive)) => {
+            repr.tag() == primitive.tag()
+        }
+        (
+            LayoutKind::Array { element, len },
+            LayoutKind::Array {
+                element: field_element,
+                len: field_len,
+            },
+        ) => len == field_len && holds(element, field_element),
+        // Structs: derive the field's own type instead.
+        _ => false,
+    }
+}

@@ -44,6 +44,31 @@
 //! struct Padded { a: u8, b: u32 } // 3 bytes of padding before `b`
 //! ```
 //!
+//! # Enums in a payload
+//!
+//! A segment's payload type is [`bytemuck::Pod`], which a field-less enum is
+//! not (not every bit pattern is a variant). Keep the enum in its integer
+//! repr and describe the field as the enum with `#[shm(as = ..)]`: the
+//! schema, the comparison, `shm inspect` and the C header then name the
+//! variants, and the struct stays `Pod` (a peer's value that names no variant
+//! reads as the integer it is).
+//!
+//! ```
+//! use shm_typed::schema::{render_value, ShmType};
+//!
+//! #[derive(Clone, Copy, ShmType)]
+//! #[repr(u8)]
+//! enum Side { Buy = 1, Sell = 2 }
+//!
+//! #[derive(Clone, Copy, ShmType, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Order { qty: u32, #[shm(as = Side)] side: u8, _pad: [u8; 3] }
+//!
+//! let order = Order { qty: 5, side: Side::Sell as u8, _pad: [0; 3] };
+//! let shown = render_value(&Order::descriptor(), bytemuck::bytes_of(&order));
+//! assert!(shown.contains("side: Sell (2),"));
+//! ```
+//!
 //! # Padding
 //!
 //! The encoding has no padding entries: padding is whatever the field
@@ -99,6 +124,7 @@ pub use value::render_value;
 /// What the derive's expansion names; not an API.
 #[doc(hidden)]
 pub mod __private {
+    pub use super::layout::holds;
     pub use super::registry::{Registered, REGISTERED};
     pub use linkme;
 }
