@@ -11,7 +11,7 @@
 //!
 //! After the criterion groups, an interleaved section (`cargo bench --bench ring
 //! -- interleaved` runs it alone; `interleaved/<part>` one of its parts:
-//! spinning, blocking, wake-ups, one-by-one, mpmc, batch) measures subject and
+//! spinning, lines, blocking, wake-ups, one-by-one, mpmc, batch) measures subject and
 //! baseline alternately for several rounds and prints the median ratio: this
 //! VM's two vCPUs sit near or far apart as the host decides, and that can change
 //! between two criterion groups, but hardly within one round.
@@ -33,6 +33,8 @@ use criterion::{Criterion, Throughput};
 use shm_typed::{Consumer, Location, MpmcRing, Producer, PushError, SpscRing};
 
 mod layout;
+#[path = "../tests/support/lines.rs"]
+mod lines;
 #[path = "../tests/support/race.rs"]
 mod race;
 mod support;
@@ -56,6 +58,67 @@ fn removed_id<const WAKE: bool>(ring: &SpscRing<u64, WAKE>) -> i32 {
         unreachable!()
     };
     id
+}
+
+/// A bare ping-pong in one of the [`lines::Mode`]s, with its echo peer.
+struct LinePingPong {
+    mode: lines::Mode,
+    forward: lines::Lane,
+    backward: lines::Lane,
+    counter: u64,
+    peer: Peer,
+    _mapping: shm_sys::Mapping,
+}
+
+impl LinePingPong {
+    fn new(mode: lines::Mode) -> LinePingPong {
+        let segment = shm_sys::sysv::Segment::create_private(lines::SEGMENT_LEN).expect("segment");
+        let mapping = segment.attach().expect("attach");
+        segment.remove().expect("remove (freed when both detach)");
+        let base = mapping.as_mut_ptr().expect("writable");
+        // SAFETY: a live, page-aligned, writable mapping of SEGMENT_LEN bytes,
+        // kept in the struct for as long as the lanes; both processes access
+        // it only atomically.
+        let (forward, backward) =
+            unsafe { (lines::Lane::new(base, true), lines::Lane::new(base, false)) };
+        let mut peer = Peer::start(
+            &["lines-echo", &segment.id().to_string(), mode.name()],
+            None,
+        );
+        peer.expect_ready();
+        LinePingPong {
+            mode,
+            forward,
+            backward,
+            counter: 0,
+            peer,
+            _mapping: mapping,
+        }
+    }
+
+    fn round_trips(&mut self, iters: u64) -> Duration {
+        let started = Instant::now();
+        for _ in 0..iters {
+            self.counter += 1;
+            let i = self.counter;
+            self.forward.send(self.mode, i, i);
+            let got = loop {
+                if let Some(got) = self.backward.try_receive(self.mode, i) {
+                    break got;
+                }
+                spin_loop();
+            };
+            assert_eq!(got, i);
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for LinePingPong {
+    fn drop(&mut self) {
+        self.peer.set_running(true);
+        self.forward.stop();
+    }
 }
 
 /// Two rings and an echoing peer.
@@ -625,8 +688,9 @@ fn interleaved(wanted: Option<&str>) {
          the round count"
     );
     type Part = fn(&mut Probe);
-    let parts: [(&str, Part); 7] = [
+    let parts: [(&str, Part); 8] = [
         ("spinning", interleaved_spinning),
+        ("lines", interleaved_lines),
         ("blocking", interleaved_blocking),
         ("wake-ups", late_wake_ups),
         ("one-by-one", interleaved_one_by_one),
@@ -662,6 +726,68 @@ fn interleaved_spinning(_: &mut Probe) {
     println!(
         "interleaved: SpscRing spinning RTT / raw atomic RTT = {}",
         rtt.summary("x", 2)
+    );
+}
+
+/// Cache lines per message: bare ping-pongs that move one line each way (the
+/// value in the index word), two dependent lines (slot, then index: the
+/// rings' protocol) and one rotating slot line (value and stamp together: a
+/// per-slot-sequence protocol), and the spinning `SpscRing` round trip, in
+/// the same rounds; each round tagged by the placement probe.
+fn interleaved_lines(probe: &mut Probe) {
+    const TRIPS: u64 = 20_000;
+    let mut word = LinePingPong::new(lines::Mode::Word);
+    let mut two = LinePingPong::new(lines::Mode::SlotThenIndex);
+    let mut stamped = LinePingPong::new(lines::Mode::StampedSlot);
+    let mut ring = RingPingPong::new(false);
+    for peer in [&word.peer, &two.peer, &stamped.peer, &ring.peer] {
+        peer.set_running(false);
+    }
+    let (mut two_ratio, mut stamped_ratio, mut ring_ratio) =
+        (Rounds::default(), Rounds::default(), Rounds::default());
+    let mut word_ns = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        macro_rules! running {
+            ($pong:ident) => {{
+                $pong.peer.set_running(true);
+                let elapsed = $pong.round_trips(TRIPS);
+                $pong.peer.set_running(false);
+                elapsed
+            }};
+        }
+        let mut time = |which: usize| -> Duration {
+            match which {
+                0 => running!(word),
+                1 => running!(two),
+                2 => running!(stamped),
+                _ => running!(ring),
+            }
+        };
+        // Rotate the order so that none always runs first.
+        let mut times = [Duration::ZERO; 4];
+        for k in 0..4 {
+            let which = (round + k) % 4;
+            times[which] = time(which);
+        }
+        let base = times[0].as_secs_f64();
+        word_ns.push(raw_ns, base * 1e9 / TRIPS as f64);
+        two_ratio.push(raw_ns, times[1].as_secs_f64() / base);
+        stamped_ratio.push(raw_ns, times[2].as_secs_f64() / base);
+        ring_ratio.push(raw_ns, times[3].as_secs_f64() / base);
+    }
+    for peer in [&word.peer, &two.peer, &stamped.peer, &ring.peer] {
+        peer.set_running(true);
+    }
+    drop((word, two, stamped, ring));
+    println!(
+        "interleaved: lines per message, round trip / one-line word ping-pong: two dependent \
+         lines (slot, then index) = {}; one rotating stamped slot line = {}; SpscRing spinning = {}; \
+         the word ping-pong itself = {}",
+        two_ratio.summary("x", 2),
+        stamped_ratio.summary("x", 2),
+        ring_ratio.summary("x", 2),
+        word_ns.summary(" ns", 0),
     );
 }
 

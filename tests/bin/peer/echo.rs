@@ -51,6 +51,45 @@ pub fn raw(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// lines-echo ID MODE: the echo side of the ring benchmark's `lines` part
+/// (tests/support/lines.rs): receive message 1, 2, ... on the forward lane
+/// in MODE (`word`, `slot-then-index`, `stamped-slot`), send each value back
+/// on the backward lane; stop at the STOP value.
+pub fn lines(args: &[String]) -> Result<(), String> {
+    use crate::lines::{Lane, Mode, SEGMENT_LEN, STOP};
+    let id: i32 = parse(args, 1, "id")?;
+    let mode = args
+        .get(2)
+        .and_then(|mode| Mode::parse(mode))
+        .ok_or("mode: word, slot-then-index or stamped-slot")?;
+    let mapping = Segment::from_id(id)
+        .and_then(|segment| segment.attach())
+        .map_err(|e| e.to_string())?;
+    if mapping.len() < SEGMENT_LEN {
+        return Err(format!("segment {id} is smaller than {SEGMENT_LEN} bytes"));
+    }
+    let base = mapping.as_mut_ptr().ok_or("read-only")?;
+    // SAFETY: a live, page-aligned, writable mapping of at least SEGMENT_LEN
+    // bytes (checked), kept until the lanes are dropped at return; the
+    // benchmark accesses it only atomically too.
+    let (forward, backward) = unsafe { (Lane::new(base, true), Lane::new(base, false)) };
+    say("ready");
+    let mut i = 1u64;
+    loop {
+        let value = loop {
+            if let Some(value) = forward.try_receive(mode, i) {
+                break value;
+            }
+            std::hint::spin_loop();
+        };
+        if value == STOP {
+            return Ok(());
+        }
+        backward.send(mode, i, value);
+        i += 1;
+    }
+}
+
 /// stream-echo [FD]: echo 8-byte messages on stdin/stdout, or on the
 /// inherited socket FD; stop at end of input.
 pub fn stream(args: &[String]) -> Result<(), String> {

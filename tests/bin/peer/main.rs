@@ -13,6 +13,8 @@ use std::process::ExitCode;
 mod common;
 mod creator;
 mod echo;
+#[path = "../../support/lines.rs"]
+mod lines;
 mod lock;
 mod mpmc;
 mod posix;
@@ -42,6 +44,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "spsc-consume" => spsc::consume(args),
         "spsc-hostile-produce" => spsc::hostile_produce(args),
         "raw-echo" => echo::raw(args),
+        "lines-echo" => echo::lines(args),
         "spsc-echo" => echo::spsc(args),
         "spsc-sink" => echo::spsc_sink(args),
         "stream-echo" => echo::stream(args),
