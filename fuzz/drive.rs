@@ -451,6 +451,15 @@ pub fn describe(bytes: &[u8]) -> usize {
         some += 1;
         let _ = description.header.type_description();
         let _ = format!("{description:?}");
+        // What `shm inspect` shows: the C header, and an object's value
+        // through its stored schema (bounded, whatever the schema).
+        let _ = shm_typed::c_header(&description);
+        if let (Some(Ok(schema)), Some(value)) = (
+            &description.schema,
+            shm_typed::object_value(&region, std::time::Duration::ZERO),
+        ) {
+            let _ = shm_typed::schema::render_value(schema, &value.bytes);
+        }
     }
     for os_creator in [None, Some(std::process::id()), Some(u32::MAX)] {
         if let Some(unready) = describe_unready(&region, os_creator) {
@@ -476,6 +485,13 @@ pub fn schema(bytes: &[u8]) -> usize {
         "a decoded block re-encodes as read"
     );
     assert_eq!(compare(&descriptor, &descriptor), Ok(Compat::Identical));
+    // A value of the type from the input's own bytes: bounded output.
+    let shown = shm_typed::schema::render_value(&descriptor, bytes);
+    assert!(
+        shown.len() < 1 << 20,
+        "render_value wrote {} bytes",
+        shown.len()
+    );
     let rendered = render_rust(&descriptor).len() + render_c(&descriptor).len();
     usize::from(rendered > 0)
 }

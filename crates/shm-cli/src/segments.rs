@@ -207,12 +207,16 @@ fn fill(description: &Description) -> Option<String> {
 /// the table: control characters (a newline in a type name could forge a
 /// row) are shown escaped. JSON output escapes them itself.
 pub(crate) fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
+    // What Rust's debug escaping escapes (controls, and characters that are
+    // not printable: bidi overrides, zero-width and format characters, line
+    // separators), except the quotes and backslash it escapes for strings.
+    let escaped = |c: char| c.escape_debug().len() > 1 && !matches!(c, '"' | '\'' | '\\');
+    if !text.chars().any(escaped) {
         return text.to_owned();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if escaped(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -663,14 +667,16 @@ fn print_value(description: &Description, value: &ObjectValue) {
 fn value_if_object(
     description: Option<&Description>,
     map: impl FnOnce() -> std::result::Result<shm_sys::Mapping, shm_sys::Error>,
-) -> Option<ObjectValue> {
+) -> Option<(Description, ObjectValue)> {
     if description?.kind != Some(Kind::Object) {
         return None;
     }
-    object_value(
-        &Region::from_mapping(map().ok()?),
-        std::time::Duration::from_millis(100),
-    )
+    // The schema the value is shown with comes from the same mapping as the
+    // value, read just before it.
+    let region = Region::from_mapping(map().ok()?);
+    let description = describe(&region)?;
+    let value = object_value(&region, std::time::Duration::from_millis(100))?;
+    Some((description, value))
 }
 
 /// `shm inspect --c-header`: the C declarations for the segment, or an error
@@ -791,7 +797,7 @@ pub fn inspect(target: &str, json: bool, c_header: bool) -> Result {
 fn print_ours(
     description: Option<&Description>,
     entries: Option<&std::result::Result<Vec<EntryInfo>, String>>,
-    value: Option<&ObjectValue>,
+    value: Option<&(Description, ObjectValue)>,
 ) {
     match description {
         Some(description) => {
@@ -799,8 +805,8 @@ fn print_ours(
             if let Some(entries) = entries {
                 print_store_entries(entries);
             }
-            if let Some(value) = value {
-                print_value(description, value);
+            if let Some((described, value)) = value {
+                print_value(described, value);
             }
         }
         None => say!("ours: no (no shm-typed header); that is all the OS knows"),

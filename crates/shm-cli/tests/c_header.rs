@@ -135,17 +135,21 @@ fn compile_and_run(dir: &Path, header: &str, main: &str, args: &[&str]) -> Strin
     std::fs::write(dir.join("segment.h"), header).unwrap();
     std::fs::write(dir.join("main.c"), main).unwrap();
     let binary = dir.join("main");
-    let compiled = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&binary)
-        .arg(dir.join("main.c"))
-        .output()
-        .expect("cc runs (install a C compiler; .ci/run installs gcc)");
-    assert!(
-        compiled.status.success(),
-        "cc failed:\n{}\n--- segment.h ---\n{header}",
-        String::from_utf8_lossy(&compiled.stderr)
-    );
+    // ISO C11, and GNU C11 (gcc's default dialect, which predefines `linux`
+    // and `unix`); the second build is the one run.
+    for standard in ["-std=c11", "-std=gnu11"] {
+        let compiled = Command::new("cc")
+            .args([standard, "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(dir.join("main.c"))
+            .output()
+            .expect("cc runs (install a C compiler; .ci/run installs gcc)");
+        assert!(
+            compiled.status.success(),
+            "cc {standard} failed:\n{}\n--- segment.h ---\n{header}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+    }
     let ran = Command::new(&binary).args(args).output().unwrap();
     assert!(
         ran.status.success(),
@@ -313,4 +317,22 @@ fn inspect_shows_the_schema_and_the_value_field_by_field() {
         json["ours"]["schema_fingerprint"].as_str(),
         Some(format!("{:#018x}", Tick::fingerprint()).as_str())
     );
+}
+
+/// A bidi override or zero-width character in a name from the segment is
+/// shown escaped, never passed to the terminal.
+#[test]
+fn format_characters_in_names_are_escaped() {
+    let object = Shared::<u64>::options()
+        .type_name("evil\u{202e}txt\u{200b}")
+        .create(Location::Private, 1)
+        .unwrap();
+    let id = private_id(object.location());
+    let _remove = RemoveSysv(id);
+    let text = run_ok(&["inspect", &id.to_string()]);
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{200b}'),
+        "{text}"
+    );
+    assert!(text.contains("evil\\u{202e}txt\\u{200b}"), "{text}");
 }

@@ -289,7 +289,7 @@ fn c_comment_text(text: &str) -> String {
 /// A C11 header for the segment `description` describes: the header as
 /// `shm_header` (with `shm_layout`, `shm_creator`, `shm_schema_record`), the
 /// lock as `shm_lock`, and the payload type as `shm_value` (an object's
-/// value, a ring's element; for a store, its entry table's bytes): from the
+/// value, a ring's element; for a store, its directory record's bytes): from the
 /// stored schema when there is one, else an opaque struct of the recorded
 /// size and alignment. For an object, `shm_object` is the whole segment up
 /// to the end of the value. `#define`s give the offsets and the header's
@@ -362,14 +362,13 @@ pub fn c_header(description: &Description) -> String {
             .ok()
         })
         .flatten();
-    let mut roots = vec![
-        (&header_type, None),
-        (&lock_type, None),
-        (&value, Some("shm_value")),
-    ];
+    // The roots keep their names (`shm_object` too: a payload type of that
+    // name becomes `shm_object_2`, still aliased `shm_value`).
+    let mut roots = vec![(&header_type, None), (&lock_type, None)];
     if let Some(object) = &object {
         roots.push((object, None));
     }
+    roots.push((&value, Some("shm_value")));
     let kind = description.kind.map_or_else(
         || format!("unknown kind {}", header.kind),
         |kind| kind.name().to_owned(),
@@ -384,7 +383,7 @@ pub fn c_header(description: &Description) -> String {
         type_description.align,
         match description.kind {
             Some(Kind::Object) => "value",
-            Some(Kind::Store) => "entry table's element",
+            Some(Kind::Store) => "directory record",
             _ => "element type",
         },
         c_comment_text(&value_note),
@@ -440,6 +439,32 @@ pub fn c_header(description: &Description) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Not under Miri: there the registry that finds a type's schema is
+    // empty (it relies on link sections), so the segment has none.
+    #[cfg(not(miri))]
+    #[test]
+    fn a_payload_type_named_like_a_c_header_root_is_renamed() {
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, crate::ShmType)]
+        #[shm(crate = "crate", name = "shm_object")]
+        #[repr(C)]
+        struct Impostor {
+            x: u64,
+        }
+        let shared = crate::Shared::<Impostor>::options()
+            .create_in(Region::heap(4096), Impostor { x: 1 })
+            .unwrap();
+        let header = c_header(&describe(shared.region()).unwrap());
+        assert!(
+            header.contains("} shm_object; /* size 512, align 128 */"),
+            "{header}"
+        );
+        assert!(header.contains("} shm_object_2; /* size 8"), "{header}");
+        assert!(
+            header.contains("typedef shm_object_2 shm_value;"),
+            "{header}"
+        );
+    }
 
     #[test]
     fn c_headers_keep_hostile_type_names_inside_their_comment() {

@@ -151,3 +151,118 @@ fn the_c_header_has_the_descriptors_layout() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Names a hostile (or merely unlucky) schema may carry: C keywords, macros
+/// of the compiler and of `<stdint.h>`, reserved identifiers, variant
+/// `#define`s that would spell a type, an alias or a member, a nested type
+/// named like a root. The header must still compile, in C11 and GNU11, with
+/// warnings as errors.
+#[test]
+fn hostile_names_still_compile() {
+    use shm_typed::schema::{render_c_all, Field, Primitive, Variant};
+    let enumeration = |name: &str, variants: &[&str]| {
+        Descriptor::enumeration(
+            name,
+            Primitive::U8,
+            variants
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Variant::new(*v, i as u64))
+                .collect(),
+        )
+        .unwrap()
+    };
+    let u32_ty = Descriptor::primitive(Primitive::U32);
+    let names = [
+        "linux",
+        "unix",
+        "INT8_MAX",
+        "UINT64_C",
+        "SIZE_MAX",
+        "__int128",
+        "_Bool",
+        "constexpr",
+        "E_A",
+        "shm_value",
+        "SHM_KIND",
+        "int",
+        "uint8_t",
+        "errno",
+        "a-b",
+        "a_b",
+    ];
+    let mut fields: Vec<Field> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Field::new(*name, 4 * i as u64, u32_ty.clone()))
+        .collect();
+    let mut offset = 4 * names.len() as u64;
+    for (name, variants) in [
+        ("uint8", &["t"][..]),
+        ("_", &["int128"][..]),
+        ("shm", &["value", "root"][..]),
+        ("E", &["A"][..]),
+        ("x", &["a-b", "a_b"][..]),
+        ("SHM", &["KIND", "VALUE"][..]),
+    ] {
+        fields.push(Field::new(
+            format!("e{offset}"),
+            offset,
+            enumeration(name, variants),
+        ));
+        offset += 1;
+    }
+    // A nested struct named like the root and like a later alias.
+    let inner = |name: &str| {
+        Descriptor::structure(name, 4, 4, vec![Field::new("v", 0, u32_ty.clone())], false).unwrap()
+    };
+    let offset = offset.next_multiple_of(4);
+    fields.push(Field::new("nested", offset, inner("Hostile")));
+    fields.push(Field::new("other", offset + 4, inner("shm_object")));
+    let size = (offset + 8).next_multiple_of(4);
+    let root = Descriptor::structure("Hostile", size, 4, fields, false).unwrap();
+    let object = Descriptor::structure(
+        "shm_object",
+        size,
+        4,
+        vec![Field::new("value", 0, root.clone())],
+        false,
+    )
+    .unwrap();
+    let unnamed = Descriptor::array(u32_ty.clone(), 2).unwrap();
+    let header = render_c_all(&[
+        (&root, Some("shm_value")),
+        (&object, None),
+        (&unnamed, None),
+    ]);
+    assert!(header.contains("} shm_object; /* size"), "{header}");
+    assert!(header.contains("typedef Hostile shm_value;"), "{header}");
+    let scratch = Scratch(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("schema-c-hostile-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&scratch.0).unwrap();
+    std::fs::write(scratch.0.join("hostile.h"), &header).unwrap();
+    let check = format!(
+        "#include <stddef.h>\n#include <stdint.h>\n#include \"hostile.h\"\n\
+         _Static_assert(sizeof(shm_value) == {size}, \"root\");\n\
+         _Static_assert(sizeof(shm_object) == {size}, \"object\");\n\
+         _Static_assert(sizeof(uint8_t) == 1 && INT8_MAX == 127, \"stdint intact\");\n\
+         int main(void) {{ return 0; }}\n"
+    );
+    std::fs::write(scratch.0.join("check.c"), &check).unwrap();
+    for standard in ["-std=c11", "-std=gnu11"] {
+        let output = Command::new("cc")
+            .args([
+                standard, "-Wall", "-Wextra", "-Werror", "-c", "check.c", "-o", "check.o",
+            ])
+            .current_dir(&scratch.0)
+            .output()
+            .expect("cc runs");
+        assert!(
+            output.status.success(),
+            "cc {standard} failed:\n{}\n--- hostile.h\n{header}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -20,6 +20,7 @@ struct NamedTypes<'a> {
     order: Vec<&'a Descriptor>,
     names: HashMap<&'a Descriptor, String>,
     used: HashSet<String>,
+    emitted: HashSet<&'a Descriptor>,
 }
 
 impl<'a> NamedTypes<'a> {
@@ -37,7 +38,18 @@ impl<'a> NamedTypes<'a> {
             order: Vec::new(),
             names: HashMap::new(),
             used,
+            emitted: HashSet::new(),
         };
+        // The roots keep their own names: a nested type of the same name
+        // (met first, as dependencies come first) is the one renamed.
+        for root in roots {
+            if let Some(name) = root.name() {
+                if !named.names.contains_key(root) {
+                    let name = unique(&mut named.used, identifier(name));
+                    named.names.insert(root, name);
+                }
+            }
+        }
         for root in roots {
             named.visit(root, identifier);
         }
@@ -55,12 +67,14 @@ impl<'a> NamedTypes<'a> {
             }
             TypeKind::Enum { .. } => {}
         }
-        if self.names.contains_key(descriptor) {
+        if !self.emitted.insert(descriptor) {
             return;
         }
-        let base = identifier(descriptor.name().unwrap_or("T"));
-        let name = unique(&mut self.used, base);
-        self.names.insert(descriptor, name);
+        if !self.names.contains_key(descriptor) {
+            let base = identifier(descriptor.name().unwrap_or("T"));
+            let name = unique(&mut self.used, base);
+            self.names.insert(descriptor, name);
+        }
         self.order.push(descriptor);
     }
 
@@ -118,6 +132,23 @@ fn enum_value(repr: Primitive, value: u64) -> String {
     }
 }
 
+/// `name` as `render_rust` and `render_value` show it: as it is if it is
+/// made of ASCII letters, digits, `_`, `.` and `:` only (every Rust
+/// identifier and path, `feed.Tick`), else quoted and escaped as a Rust
+/// string (`"a: u8, /* 1 */ b"`, `"\u{202e}x"`), so that a name from a
+/// segment can neither pose as more fields nor reorder the terminal's text.
+pub(crate) fn rust_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':'));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("{name:?}")
+    }
+}
+
 /// A descriptor as Rust-like declarations with offsets in comments.
 ///
 /// ```
@@ -155,7 +186,7 @@ pub fn render_rust(descriptor: &Descriptor) -> String {
             TypeKind::Struct { .. } | TypeKind::Enum { .. } => named.name(descriptor).to_owned(),
         }
     }
-    let named = NamedTypes::collect(&[descriptor], str::to_owned);
+    let named = NamedTypes::collect(&[descriptor], rust_name);
     let mut out = String::new();
     for (index, ty) in named.order.iter().enumerate() {
         if index > 0 {
@@ -189,7 +220,7 @@ pub fn render_rust(descriptor: &Descriptor) -> String {
                         out,
                         "    /* {} */ {}: {},{note}",
                         field.offset,
-                        field.name,
+                        rust_name(&field.name),
                         type_expr(&named, &field.ty)
                     );
                 }
@@ -205,7 +236,7 @@ pub fn render_rust(descriptor: &Descriptor) -> String {
                     let _ = writeln!(
                         out,
                         "    {} = {},",
-                        variant.name,
+                        rust_name(&variant.name),
                         enum_value(*repr, variant.value)
                     );
                 }
@@ -283,8 +314,43 @@ const C_RESERVED: &[&str] = &[
     "NULL",
 ];
 
-/// `name` as a C identifier: other characters become `_`, a leading digit
-/// gets a `_` before it, reserved words and stdint names a `_` after.
+/// Lower-case names a C compiler may define as macros (gcc in its default
+/// `gnu*` modes), or that later C standards made keywords.
+const C_PREDEFINED: &[&str] = &[
+    "linux",
+    "unix",
+    "i386",
+    "constexpr",
+    "nullptr",
+    "static_assert",
+    "thread_local",
+    "typeof",
+    "typeof_unqual",
+    "asm",
+    "errno",
+    "assert",
+];
+
+/// Upper-case macro names of `<stdint.h>` outside the `INT*`/`UINT*` pattern
+/// that [`c_identifier`] checks.
+const C_STDINT_MACROS: &[&str] = &[
+    "SIZE_MAX",
+    "PTRDIFF_MIN",
+    "PTRDIFF_MAX",
+    "SIG_ATOMIC_MIN",
+    "SIG_ATOMIC_MAX",
+    "WCHAR_MIN",
+    "WCHAR_MAX",
+    "WINT_MIN",
+    "WINT_MAX",
+];
+
+/// `name` as a C identifier: other characters become `_`, and a leading
+/// digit gets a `_` before it. Names the implementation reserves (`__x`,
+/// `_X`) get `shm` before them. Reserved words, names a compiler or
+/// `<stdint.h>` may define as macros (`linux`, `INT8_MAX`), names ending in
+/// `_t` (POSIX reserves them) and names beginning with `SHM_` (the macros of
+/// `shm inspect --c-header`) get a `_` after them.
 pub(crate) fn c_identifier(name: &str) -> String {
     let mut out: String = name
         .chars()
@@ -293,8 +359,19 @@ pub(crate) fn c_identifier(name: &str) -> String {
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
-    let stdint = out.ends_with("_t") && (out.starts_with("int") || out.starts_with("uint"));
-    if C_RESERVED.contains(&out.as_str()) || stdint {
+    let bytes = out.as_bytes();
+    if bytes[0] == b'_' && bytes.len() > 1 && (bytes[1] == b'_' || bytes[1].is_ascii_uppercase()) {
+        out.insert_str(0, "shm");
+    }
+    let stdint_macro = (out.starts_with("INT") || out.starts_with("UINT"))
+        && (out.ends_with("_MAX") || out.ends_with("_MIN") || out.ends_with("_C"));
+    if C_RESERVED.contains(&out.as_str())
+        || C_PREDEFINED.contains(&out.as_str())
+        || C_STDINT_MACROS.contains(&out.as_str())
+        || stdint_macro
+        || out.ends_with("_t")
+        || out.starts_with("SHM_")
+    {
         out.push('_');
     }
     out
@@ -392,16 +469,26 @@ pub fn render_c_all(roots: &[(&Descriptor, Option<&str>)]) -> String {
         .collect();
     let descriptors: Vec<&Descriptor> = roots.iter().map(|(descriptor, _)| *descriptor).collect();
     let mut named = NamedTypes::collect_avoiding(&descriptors, c_identifier, reserved);
+    // Every member's name, as the structs below will name them: a variant's
+    // `#define` must differ from all of them (a macro rewrites members too).
+    let members_of: HashMap<&Descriptor, StructMembers> = named
+        .order
+        .iter()
+        .filter_map(|ty| match ty.kind() {
+            TypeKind::Struct { fields, .. } => Some((*ty, StructMembers::of(ty.size(), fields))),
+            _ => None,
+        })
+        .collect();
+    let all_members: HashSet<&str> = members_of.values().flat_map(StructMembers::names).collect();
     let mut out =
         String::from("/* Generated by shm-typed from a type's schema. */\n#include <stdint.h>\n");
-    let mut defines = Vec::new();
     for ty in &named.order {
         let name = named.name(ty).to_owned();
         out.push('\n');
         match ty.kind() {
             TypeKind::Struct { fields, .. } => {
                 let _ = writeln!(out, "typedef struct {name} {{");
-                let mut members = HashSet::new();
+                let members = &members_of[ty];
                 let (before, after) = gaps(ty.size(), fields);
                 let mut first = true;
                 let align_prefix = |first: &mut bool| {
@@ -412,24 +499,24 @@ pub fn render_c_all(roots: &[(&Descriptor, Option<&str>)]) -> String {
                         String::new()
                     }
                 };
-                for (field, gap) in fields.iter().zip(before) {
+                for (index, (field, gap)) in fields.iter().zip(before).enumerate() {
                     if let Some((at, bytes)) = gap {
-                        let pad = unique(&mut members, format!("_shm_pad_{at}"));
+                        let pad = members.pads_before[index].as_deref().unwrap_or("?");
                         let prefix = align_prefix(&mut first);
                         let _ =
                             writeln!(out, "    {prefix}uint8_t {pad}[{bytes}]; /* offset {at} */");
                     }
-                    let member = unique(&mut members, c_identifier(&field.name));
+                    let member = &members.fields[index];
                     let prefix = align_prefix(&mut first);
                     let _ = writeln!(
                         out,
                         "    {prefix}{}; /* offset {} */",
-                        c_declaration(&named, &field.ty, &member),
+                        c_declaration(&named, &field.ty, member),
                         field.offset
                     );
                 }
                 if let Some((at, bytes)) = after {
-                    let pad = unique(&mut members, format!("_shm_pad_{at}"));
+                    let pad = members.pad_after.as_deref().unwrap_or("?");
                     let prefix = align_prefix(&mut first);
                     let _ = writeln!(out, "    {prefix}uint8_t {pad}[{bytes}]; /* offset {at} */");
                 }
@@ -443,12 +530,16 @@ pub fn render_c_all(roots: &[(&Descriptor, Option<&str>)]) -> String {
             TypeKind::Enum { repr, variants, .. } => {
                 let _ = writeln!(out, "typedef {} {name}; /* enum */", c_primitive(*repr));
                 for variant in variants {
-                    let base = format!("{name}_{}", c_identifier(&variant.name));
-                    defines.push(base.clone());
+                    // Distinct from every type, alias, member and earlier
+                    // define; reserved names are changed by c_identifier.
+                    let define = unique_avoiding(
+                        &mut named.used,
+                        &all_members,
+                        c_identifier(&format!("{name}_{}", variant.name)),
+                    );
                     let _ = writeln!(
                         out,
-                        "#define {} (({name}){})",
-                        base,
+                        "#define {define} (({name}){})",
                         c_literal(*repr, variant.value)
                     );
                 }
@@ -456,12 +547,12 @@ pub fn render_c_all(roots: &[(&Descriptor, Option<&str>)]) -> String {
             TypeKind::Primitive(_) | TypeKind::Array { .. } => {}
         }
     }
-    // The root's typedef name must not collide with a variant's `#define`.
-    named.used.extend(defines);
     for (descriptor, alias) in descriptors.iter().zip(aliases) {
         let root = match alias {
             Some(alias) => alias,
-            None if descriptor.name().is_none() => unique(&mut named.used, "shm_root".to_owned()),
+            None if descriptor.name().is_none() => {
+                unique_avoiding(&mut named.used, &all_members, "shm_root".to_owned())
+            }
             None => continue,
         };
         let _ = writeln!(
@@ -473,6 +564,54 @@ pub fn render_c_all(roots: &[(&Descriptor, Option<&str>)]) -> String {
         );
     }
     out
+}
+
+/// The member names of one struct in the C header: its fields' and its
+/// padding arrays', each distinct within the struct.
+struct StructMembers {
+    pads_before: Vec<Option<String>>,
+    fields: Vec<String>,
+    pad_after: Option<String>,
+}
+
+impl StructMembers {
+    fn of(size: u64, fields: &[Field]) -> StructMembers {
+        let mut used = HashSet::new();
+        let (before, after) = gaps(size, fields);
+        let mut pads_before = Vec::with_capacity(fields.len());
+        let mut names = Vec::with_capacity(fields.len());
+        for (field, gap) in fields.iter().zip(before) {
+            pads_before.push(gap.map(|(at, _)| unique(&mut used, format!("_shm_pad_{at}"))));
+            names.push(unique(&mut used, c_identifier(&field.name)));
+        }
+        let pad_after = after.map(|(at, _)| unique(&mut used, format!("_shm_pad_{at}")));
+        StructMembers {
+            pads_before,
+            fields: names,
+            pad_after,
+        }
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.pads_before
+            .iter()
+            .flatten()
+            .chain(&self.fields)
+            .chain(&self.pad_after)
+            .map(String::as_str)
+    }
+}
+
+/// [`unique`], also avoiding the names in `also`.
+fn unique_avoiding(used: &mut HashSet<String>, also: &HashSet<&str>, base: String) -> String {
+    let mut candidate = base.clone();
+    let mut suffix = 2u64;
+    while used.contains(&candidate) || also.contains(candidate.as_str()) {
+        candidate = format!("{base}_{suffix}");
+        suffix += 1;
+    }
+    used.insert(candidate.clone());
+    candidate
 }
 
 #[cfg(test)]

@@ -5,15 +5,19 @@ use std::fmt::Write as _;
 
 use super::descriptor::{Descriptor, TypeKind};
 use super::layout::Primitive;
+use super::render::rust_name;
 
 /// At most this many elements of one array are shown; the rest are counted.
 const ARRAY_ELEMENTS: u64 = 16;
-/// At most this many primitive values in all: nested arrays multiply.
+/// At most this many nodes visited in all (every value, array and struct,
+/// empty ones included): nested arrays multiply, and a hostile schema of
+/// empty arrays 16 deep would otherwise be 16^15 visits of nothing.
 const VALUES: usize = 4096;
 
 /// `bytes` (native byte order) as a value of `descriptor`, one field per line,
 /// nested structs indented, enums by variant name, arrays cut after 16
-/// elements and the whole after 4096 values (both counted as `...`). Bytes
+/// elements and the whole after 4096 nodes (both marked `...`), so the text
+/// and the time are bounded whatever the descriptor. Bytes
 /// that `bytes` lacks show as `<missing>`; an enum value that names no
 /// variant shows as `<no variant: N>`. Never panics and never reads outside
 /// `bytes`, whatever the descriptor claims.
@@ -86,16 +90,13 @@ fn value(
         out.push_str("...");
         return;
     }
+    *budget -= 1;
     match descriptor.kind() {
-        TypeKind::Primitive(primitive) => {
-            *budget -= 1;
-            match slice(bytes, offset, primitive.size()) {
-                Some(raw) => out.push_str(&primitive_text(*primitive, raw)),
-                None => out.push_str("<missing>"),
-            }
-        }
+        TypeKind::Primitive(primitive) => match slice(bytes, offset, primitive.size()) {
+            Some(raw) => out.push_str(&primitive_text(*primitive, raw)),
+            None => out.push_str("<missing>"),
+        },
         TypeKind::Enum { repr, variants, .. } => {
-            *budget -= 1;
             let Some(raw) = slice(bytes, offset, repr.size()) else {
                 out.push_str("<missing>");
                 return;
@@ -112,7 +113,7 @@ fn value(
             let shown = primitive_text(*repr, raw);
             match variants.iter().find(|variant| variant.value == stored) {
                 Some(variant) => {
-                    let _ = write!(out, "{} ({shown})", variant.name);
+                    let _ = write!(out, "{} ({shown})", rust_name(&variant.name));
                 }
                 None => {
                     let _ = write!(out, "<no variant: {shown}>");
@@ -154,11 +155,11 @@ fn value(
             out.push(']');
         }
         TypeKind::Struct { name, fields, .. } => {
-            let _ = write!(out, "{name} {{");
+            let _ = write!(out, "{} {{", rust_name(name));
             for (index, field) in fields.iter().enumerate() {
                 out.push('\n');
                 indent(out, level + 1);
-                let _ = write!(out, "{}: ", field.name);
+                let _ = write!(out, "{}: ", rust_name(&field.name));
                 value(
                     &field.ty,
                     bytes,
@@ -238,11 +239,20 @@ mod tests {
             huge = Descriptor::array(huge, 16).unwrap();
         }
         let text = render_value(&huge, &[]);
-        assert!(
-            text.matches("<missing>").count() == VALUES,
-            "{}",
-            text.len()
-        );
+        let values = text.matches("<missing>").count();
+        assert!(values > VALUES / 2 && values < VALUES, "{values}");
+        assert!(text.contains("..."));
+    }
+
+    #[test]
+    fn empty_arrays_nested_deep_are_bounded_too() {
+        let mut hostile = Descriptor::array(Descriptor::primitive(Primitive::U8), 0).unwrap();
+        for _ in 1..crate::schema::MAX_DEPTH - 1 {
+            hostile = Descriptor::array(hostile, 16).unwrap();
+        }
+        let text = render_value(&hostile, &[]);
+        // 4096 nodes, each at most a line of indentation and brackets.
+        assert!(text.len() < 400_000, "{} bytes", text.len());
         assert!(text.contains("..."));
     }
 

@@ -590,3 +590,97 @@ fn crafted_store_open_in_of_another_kind_is_wrong_kind() {
         "{error:?}"
     );
 }
+
+/// The schema record (header 192..216) and the block it points at.
+const SCHEMA_FINGERPRINT: usize = crate::format::SCHEMA_RECORD_OFFSET;
+const SCHEMA_BLOCK_OFFSET: usize = SCHEMA_FINGERPRINT + 8;
+const SCHEMA_BLOCK_LEN: usize = SCHEMA_FINGERPRINT + 16;
+
+/// A `Shared<u64>` in a heap region: `u64` has a schema (not under Miri,
+/// where the registry is empty).
+#[cfg(not(miri))]
+fn object_with_schema() -> Region {
+    let region = crate::Shared::<u64>::options()
+        .create_in(Region::heap(4096), 7)
+        .unwrap()
+        .into_region();
+    assert_ne!(region.try_read_u64(SCHEMA_FINGERPRINT), Some(0));
+    region
+}
+
+#[cfg(not(miri))]
+fn open_error(region: Region) -> String {
+    match crate::Shared::<u64>::options().open_in(region) {
+        Ok(_) => panic!("opened"),
+        Err(error @ Error::Corrupted { .. }) => error.to_string(),
+        Err(other) => panic!("not Corrupted: {other:?}"),
+    }
+}
+
+#[cfg(not(miri))]
+#[test]
+fn crafted_schema_records_that_do_not_check_out_are_corrupted() {
+    // The block moved outside the segment, or into the payload.
+    for offset in [4096u64, 4094, u64::MAX - 2, 0, PAYLOAD_OFFSET as u64] {
+        let region = object_with_schema();
+        put(&region, SCHEMA_BLOCK_OFFSET, Some(offset));
+        let error = open_error(region);
+        assert!(error.contains("outside the segment"), "{offset}: {error}");
+    }
+    // A block byte changed: it no longer hashes to the fingerprint, which
+    // still equals the opener's own (the fast path must not skip the hash).
+    let region = object_with_schema();
+    let at = region.try_read_u64(SCHEMA_BLOCK_OFFSET).unwrap() as usize;
+    region.write_bytes(at + 1, &[0xee]);
+    assert!(open_error(region).contains("does not hash to its fingerprint"));
+    // Its length changed.
+    let region = object_with_schema();
+    region.write_bytes(SCHEMA_BLOCK_LEN, &1u32.to_ne_bytes());
+    assert!(open_error(region).contains("does not hash"));
+    // Another type's block, hashing right: a schema mismatch, not corruption.
+    let region = object_with_schema();
+    let other = crate::schema::encode(&<u32 as crate::schema::ShmType>::descriptor());
+    region.write_bytes(at, &other);
+    region.write_bytes(SCHEMA_BLOCK_LEN, &(other.len() as u32).to_ne_bytes());
+    put(
+        &region,
+        SCHEMA_FINGERPRINT,
+        Some(<u32 as crate::schema::ShmType>::fingerprint()),
+    );
+    let error = crate::Shared::<u64>::options().open_in(region).unwrap_err();
+    assert!(matches!(error, Error::SchemaMismatch { .. }), "{error:?}");
+}
+
+#[cfg(not(miri))]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Any schema record and any block bytes: opening, describing, the C
+    /// header and the value rendering give errors or output, never a panic,
+    /// and an open that succeeds saw the record untouched.
+    #[test]
+    fn crafted_schema_records_and_blocks_never_panic(
+        fingerprint in mostly_real(),
+        offset in mostly_real(),
+        len in prop_oneof![2 => Just(None), 1 => (0u32..80).prop_map(Some)],
+        block in proptest::collection::vec(any::<u8>(), 0..16),
+    ) {
+        let region = object_with_schema();
+        let at = region.try_read_u64(SCHEMA_BLOCK_OFFSET).unwrap() as usize;
+        put(&region, SCHEMA_FINGERPRINT, fingerprint);
+        put(&region, SCHEMA_BLOCK_OFFSET, offset);
+        if let Some(len) = len {
+            region.write_bytes(SCHEMA_BLOCK_LEN, &len.to_ne_bytes());
+        }
+        region.write_bytes(at, &block);
+        if let Some(description) = describe(&region) {
+            let _ = crate::c_header(&description);
+            if let (Some(Ok(schema)), Some(value)) =
+                (&description.schema, crate::object_value(&region, Duration::ZERO))
+            {
+                let _ = crate::schema::render_value(schema, &value.bytes);
+            }
+        }
+        let _ = crate::Shared::<u64>::options().open_in(region);
+    }
+}
