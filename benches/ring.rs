@@ -430,15 +430,21 @@ fn threads_one_by_one(
     })
 }
 
+/// The bytes a heap region needs for a ring of `capacity` u64 (header,
+/// control lines, slots and the schema block).
+fn heap_ring_len(capacity: u64) -> usize {
+    SpscRing::<u64>::segment_len(&Location::Private, capacity).expect("a valid capacity")
+}
+
 /// SpscRing with producer and consumer threads in this process (heap region).
 fn spsc_threads_one_by_one(count: u64) -> Duration {
-    let region = shm_typed::Region::heap(shm_typed::format::PAYLOAD_OFFSET + 512 + (8 << 16));
+    let region = shm_typed::Region::heap(heap_ring_len(1 << 16));
     threads_one_by_one_through(&SpscRing::<u64>::create_in(region, 1 << 16).unwrap(), count)
 }
 
 /// A spinning SpscRing with producer and consumer threads in this process.
 fn spinning_threads_one_by_one(count: u64) -> Duration {
-    let region = shm_typed::Region::heap(shm_typed::format::PAYLOAD_OFFSET + 512 + (8 << 16));
+    let region = shm_typed::Region::heap(heap_ring_len(1 << 16));
     let ring = SpscRing::<u64, false>::create_spinning_in(region, 1 << 16).unwrap();
     threads_one_by_one_through(&ring, count)
 }

@@ -29,7 +29,6 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shm_typed::format::PAYLOAD_OFFSET;
 use shm_typed::{PushError, Region, SpscRing};
 
 use crate::support::{alternate, median, Probe, Rounds, NEAR_NS};
@@ -150,7 +149,10 @@ where
 
 /// A heap region for a ring of `CAPACITY` u64 (header, control lines, slots).
 fn region() -> Region {
-    Region::heap(PAYLOAD_OFFSET + 512 + 8 * CAPACITY as usize)
+    Region::heap(
+        shm_typed::SpscRing::<u64>::segment_len(&shm_typed::Location::Private, CAPACITY)
+            .expect("a valid capacity"),
+    )
 }
 
 /// The subject with blocking calls, `SpscRing`, at one layout.

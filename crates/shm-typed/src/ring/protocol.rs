@@ -114,6 +114,37 @@ pub(crate) trait SequencedCells<T>: Cells<T> {
     fn sequence(&self, position: u64) -> &Self::Sequence;
 }
 
+/// The SPSC ring's mailbox, in the producer's `tail` line: the value of the
+/// last one-by-one push and its stamp (`position + 1`; [`EMPTY_STAMP`] while
+/// being rewritten). A consumer that has caught up polls the stamp and reads
+/// the value from that same line, so a message costs one cache-line transfer
+/// instead of two (the index line, then the slot line). The value is in its
+/// slot too: the mailbox only spares reading it there. It is a seqlock whose
+/// version is the stamp: the producer rewrites it at every one-by-one push
+/// whatever the consumer does, and a reader keeps what it read only if the
+/// stamp read before and after is the one it wanted.
+pub(crate) trait Mailbox<T> {
+    /// Whether this ring has a mailbox (a type too large for the line has none).
+    const ENABLED: bool;
+    type Stamp: Word64;
+
+    /// The stamp word.
+    fn stamp(&self) -> &Self::Stamp;
+    /// Writes the value, with relaxed atomic stores.
+    fn put(&self, value: &T);
+    /// Reads the value, with relaxed atomic loads: possibly torn while the
+    /// producer rewrites it (the stamp tells).
+    fn take(&self) -> T;
+    /// A Release fence (`std`'s, or loom's).
+    fn fence_release(&self);
+    /// An Acquire fence.
+    fn fence_acquire(&self);
+}
+
+/// The stamp of a mailbox whose value is being written (or was never).
+/// Positions start at 0, so every real stamp (`position + 1`) differs from it.
+pub(crate) const EMPTY_STAMP: u64 = 0;
+
 /// The outcome of pushing one value.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Push<T, E> {
@@ -207,13 +238,17 @@ impl SpscProducer {
         tail.store(self.tail, Ordering::Release);
     }
 
-    /// Pushes one value.
+    /// Pushes one value: into its slot and, with a mailbox, into the mailbox
+    /// (stamp emptied, value, `tail` published, then the stamp of the new
+    /// position with Release, so that a consumer that sees the stamp also
+    /// sees `tail` and the slot).
     #[inline(always)]
-    pub(crate) fn push<T>(
+    pub(crate) fn push<T: Copy, M: Mailbox<T>>(
         &mut self,
         head: &impl Word64,
         tail: &impl Word64,
         cells: &impl Cells<T>,
+        mailbox: &M,
         capacity: u64,
         value: T,
     ) -> Push<T, Impossible> {
@@ -224,7 +259,18 @@ impl SpscProducer {
                 // consumer does not read it until we publish it, and we are the
                 // only producer.
                 unsafe { cells.write(self.tail, value) };
+                if M::ENABLED {
+                    // The seqlock's writer: empty the stamp, then (ordered
+                    // after it by the fence) rewrite the value.
+                    mailbox.stamp().store(EMPTY_STAMP, Ordering::Relaxed);
+                    mailbox.fence_release();
+                    mailbox.put(&value);
+                }
                 self.publish(tail, 1);
+                if M::ENABLED {
+                    // self.tail is now position + 1, never EMPTY_STAMP.
+                    mailbox.stamp().store(self.tail, Ordering::Release);
+                }
                 Push::Done
             }
             Err(impossible) => Push::Broken(value, impossible),
@@ -286,15 +332,50 @@ impl SpscConsumer {
         head.store(self.head, Ordering::Release);
     }
 
-    /// Pops one value.
+    /// Pops one value. With a mailbox, a consumer that knows of nothing
+    /// waiting first looks there: a stamp of `head + 1`, read (Acquire)
+    /// before and (after an Acquire fence) after the value, means the value
+    /// is position `head`'s, and `tail` has passed it (the producer stored
+    /// `tail` before the stamp); `tail` is then loaded from the same line and
+    /// validated as always. Otherwise, the slots as without a mailbox.
     #[inline(always)]
-    pub(crate) fn pop<T>(
+    pub(crate) fn pop<T, M: Mailbox<T>>(
         &mut self,
         head: &impl Word64,
         tail: &impl Word64,
         cells: &impl Cells<T>,
+        mailbox: &M,
         capacity: u64,
     ) -> Pop<T, Impossible> {
+        if M::ENABLED && self.cached_tail == self.head {
+            // Wraps only for a head of u64::MAX (which a correct producer never
+            // lets us reach), giving EMPTY_STAMP, which matches nothing.
+            let wanted = self.head.wrapping_add(1);
+            if wanted != EMPTY_STAMP && mailbox.stamp().load(Ordering::Acquire) == wanted {
+                let value = mailbox.take();
+                mailbox.fence_acquire();
+                if mailbox.stamp().load(Ordering::Relaxed) == wanted {
+                    // `tail` shares the stamp's line, so reading it costs
+                    // nothing more, and validates as without a mailbox: it
+                    // is at least `wanted` (stored before the stamp), unless
+                    // a peer forged the stamp.
+                    return match self.available(tail, capacity, 1) {
+                        // The stamp said `wanted` was published; `tail`
+                        // says not: reported as a `tail` gone back from it.
+                        Ok(0) => Pop::Broken(Impossible {
+                            was: wanted,
+                            now: self.cached_tail,
+                            own: self.head,
+                        }),
+                        Ok(_) => {
+                            self.release(head, 1);
+                            Pop::Value(value)
+                        }
+                        Err(impossible) => Pop::Broken(impossible),
+                    };
+                }
+            }
+        }
         match self.available(tail, capacity, 1) {
             Ok(0) => Pop::Empty,
             Ok(_) => {

@@ -40,7 +40,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::ring::protocol::{
-    intent, mpmc_pop, mpmc_push, mpmc_repair, skip_mark, Cells, Participants, Pop, Push,
+    intent, mpmc_pop, mpmc_push, mpmc_repair, skip_mark, Cells, Mailbox, Participants, Pop, Push,
     SequencedCells, SpscConsumer, SpscProducer, Word64, POPPING, PUSHING,
 };
 
@@ -72,26 +72,81 @@ impl Cells<u64> for LoomCells {
     }
 }
 
-/// The SPSC ring's shared state: `tail`, `head` and the cells.
-struct Spsc {
+/// The SPSC mailbox (`protocol::Mailbox`) over loom's atomics, off when
+/// `ON` is false (a ring whose type does not fit). The value is kept in two
+/// words, `v` and `!v`, so that a torn read (one word old, one new) shows:
+/// `take` returns [`TORN`] for it, which no model sends.
+struct LoomMailbox<const ON: bool> {
+    stamp: AtomicU64,
+    words: [AtomicU64; 2],
+}
+
+const TORN: u64 = u64::MAX;
+
+impl<const ON: bool> Mailbox<u64> for LoomMailbox<ON> {
+    const ENABLED: bool = ON;
+    type Stamp = AtomicU64;
+
+    fn stamp(&self) -> &AtomicU64 {
+        &self.stamp
+    }
+
+    fn put(&self, value: &u64) {
+        self.words[0].store(*value, Ordering::Relaxed);
+        self.words[1].store(!*value, Ordering::Relaxed);
+    }
+
+    fn take(&self) -> u64 {
+        let value = self.words[0].load(Ordering::Relaxed);
+        if self.words[1].load(Ordering::Relaxed) == !value {
+            value
+        } else {
+            TORN
+        }
+    }
+
+    fn fence_release(&self) {
+        loom::sync::atomic::fence(Ordering::Release);
+    }
+
+    fn fence_acquire(&self) {
+        loom::sync::atomic::fence(Ordering::Acquire);
+    }
+}
+
+/// The SPSC ring's shared state: `tail`, `head`, the cells and the mailbox
+/// (on when `MAILBOX`).
+struct Spsc<const MAILBOX: bool> {
     tail: AtomicU64,
     head: AtomicU64,
     cells: LoomCells,
+    mailbox: LoomMailbox<MAILBOX>,
     capacity: u64,
 }
 
-impl Spsc {
-    fn new(capacity: u64) -> Arc<Spsc> {
+impl<const MAILBOX: bool> Spsc<MAILBOX> {
+    fn new(capacity: u64) -> Arc<Spsc<MAILBOX>> {
         Arc::new(Spsc {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
             cells: LoomCells::new(capacity),
+            mailbox: LoomMailbox {
+                stamp: AtomicU64::new(0),
+                words: [AtomicU64::new(0), AtomicU64::new(!0)],
+            },
             capacity,
         })
     }
 
     fn push(&self, producer: &mut SpscProducer, value: u64) -> bool {
-        match producer.push(&self.head, &self.tail, &self.cells, self.capacity, value) {
+        match producer.push(
+            &self.head,
+            &self.tail,
+            &self.cells,
+            &self.mailbox,
+            self.capacity,
+            value,
+        ) {
             Push::Done => true,
             Push::Full(_) => false,
             Push::Broken(_, what) => panic!("a correct consumer looked impossible: {what:?}"),
@@ -99,11 +154,32 @@ impl Spsc {
     }
 
     fn pop(&self, consumer: &mut SpscConsumer) -> Option<u64> {
-        match consumer.pop(&self.head, &self.tail, &self.cells, self.capacity) {
+        match consumer.pop(
+            &self.head,
+            &self.tail,
+            &self.cells,
+            &self.mailbox,
+            self.capacity,
+        ) {
             Pop::Value(value) => Some(value),
             Pop::Empty => None,
             Pop::Broken(what) => panic!("a correct producer looked impossible: {what:?}"),
         }
+    }
+
+    /// The batch paths (`push_slice`/`write_chunk`): `free` for all of
+    /// `values`, then one `publish`. Whether there was room.
+    fn push_batch(&self, producer: &mut SpscProducer, values: &[u64]) -> bool {
+        let count = values.len() as u64;
+        if producer.free(&self.head, self.capacity, count).unwrap() < count {
+            return false;
+        }
+        for (offset, value) in (0..).zip(values) {
+            // SAFETY: `free` said these positions are free.
+            unsafe { self.cells.write(producer.tail + offset, *value) };
+        }
+        producer.publish(&self.tail, count);
+        true
     }
 }
 
@@ -116,15 +192,16 @@ const FRESH_CONSUMER: SpscConsumer = SpscConsumer {
     cached_tail: 0,
 };
 
-#[test]
-fn spsc_values_arrive_once_in_order_without_races() {
-    loom::model(|| {
-        let ring = Spsc::new(2);
+/// One by one, `count` values through a ring of `capacity`: each arrives
+/// once, in order, untorn.
+fn one_by_one<const MAILBOX: bool>(capacity: u64, count: u64) {
+    loom::model(move || {
+        let ring = Spsc::<MAILBOX>::new(capacity);
         let sending = {
             let ring = ring.clone();
             thread::spawn(move || {
                 let mut producer = FRESH_PRODUCER;
-                for value in 1..=3 {
+                for value in 1..=count {
                     while !ring.push(&mut producer, value) {
                         thread::yield_now();
                     }
@@ -133,14 +210,60 @@ fn spsc_values_arrive_once_in_order_without_races() {
         };
         let mut consumer = FRESH_CONSUMER;
         let mut received = Vec::new();
-        while received.len() < 3 {
+        while received.len() < count as usize {
             match ring.pop(&mut consumer) {
                 Some(value) => received.push(value),
                 None => thread::yield_now(),
             }
         }
         sending.join().unwrap();
-        assert_eq!(received, [1, 2, 3]);
+        assert_eq!(received, (1..=count).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn spsc_values_arrive_once_in_order_without_races() {
+    one_by_one::<false>(2, 3);
+}
+
+/// The mailbox path: a consumer that has caught up takes the value from the
+/// mailbox while the producer may be rewriting it for the next push.
+#[test]
+fn spsc_mailbox_values_arrive_once_in_order_untorn() {
+    one_by_one::<true>(2, 3);
+}
+
+/// One-by-one pushes around a batch (which does not touch the mailbox): a
+/// stale stamp must not hand the consumer an old value for a new position.
+#[test]
+fn spsc_mailbox_with_batches_between_arrives_in_order() {
+    loom::model(|| {
+        let ring = Spsc::<true>::new(4);
+        let sending = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut producer = FRESH_PRODUCER;
+                while !ring.push(&mut producer, 1) {
+                    thread::yield_now();
+                }
+                while !ring.push_batch(&mut producer, &[2, 3]) {
+                    thread::yield_now();
+                }
+                while !ring.push(&mut producer, 4) {
+                    thread::yield_now();
+                }
+            })
+        };
+        let mut consumer = FRESH_CONSUMER;
+        let mut received = Vec::new();
+        while received.len() < 4 {
+            match ring.pop(&mut consumer) {
+                Some(value) => received.push(value),
+                None => thread::yield_now(),
+            }
+        }
+        sending.join().unwrap();
+        assert_eq!(received, [1, 2, 3, 4]);
     });
 }
 
@@ -150,7 +273,7 @@ fn spsc_values_arrive_once_in_order_without_races() {
 #[test]
 fn spsc_batches_of_two_arrive_whole_without_races() {
     loom::model(|| {
-        let ring = Spsc::new(2);
+        let ring = Spsc::<true>::new(2);
         let sending = {
             let ring = ring.clone();
             thread::spawn(move || {

@@ -466,3 +466,34 @@ mod state_machine {
         fn spinning_spsc_ring_agrees_with_a_vecdeque(sequential 1..60 => Subject<false>);
     }
 }
+
+/// The mailbox (beside `tail`, bytes 8..64 of its line): a consumer that has
+/// caught up takes the last one-by-one push from it, not from the slot; a
+/// stamp that `tail` contradicts is a `Corrupted` error.
+#[test]
+fn a_caught_up_consumer_reads_the_mailbox_and_checks_it_against_tail() {
+    const STAMP: usize = crate::format::PAYLOAD_OFFSET + 8;
+    const VALUE: usize = crate::format::PAYLOAD_OFFSET + 16;
+    const SLOTS: usize = crate::format::PAYLOAD_OFFSET + 512;
+    let ring = ring_in_heap(8);
+    let mut producer = ring.producer().unwrap();
+    let mut consumer = ring.consumer().unwrap();
+    producer.push(7).unwrap();
+    // The slot says 99, the mailbox 7: the mailbox is read.
+    ring.region().write_bytes(SLOTS, &99u64.to_ne_bytes());
+    assert_eq!(consumer.pop().unwrap(), Some(7));
+    // Two waiting: the consumer reads the slots (the mailbox holds the last).
+    producer.push(8).unwrap();
+    producer.push(9).unwrap();
+    ring.region().write_bytes(SLOTS + 8, &88u64.to_ne_bytes());
+    assert_eq!(consumer.pop().unwrap(), Some(88));
+    assert_eq!(consumer.pop().unwrap(), Some(9));
+    // A forged stamp for position 3 while tail is 3: refused.
+    ring.region().write_bytes(STAMP, &4u64.to_ne_bytes());
+    ring.region().write_bytes(VALUE, &5u64.to_ne_bytes());
+    let error = consumer.pop().unwrap_err().into_error();
+    assert!(
+        matches!(&error, Error::Corrupted { what, .. } if what.contains("tail went from 4 to 3")),
+        "{error:?}"
+    );
+}

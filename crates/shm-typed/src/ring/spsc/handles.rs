@@ -51,10 +51,14 @@ impl<'a, T: Pod, const WAKE: bool> Producer<'a, T, WAKE> {
     #[inline(always)]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         let raw = &self.raw;
-        match self
-            .core
-            .push(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity, value)
-        {
+        match self.core.push(
+            raw.word64(HEAD),
+            raw.word64(TAIL),
+            raw,
+            raw,
+            raw.capacity,
+            value,
+        ) {
             Push::Done => {
                 if starts_line::<T>(self.core.tail) && self.prefetch {
                     raw.prefetch_ahead(self.core.tail, self.core.cached_head);
@@ -243,7 +247,7 @@ impl<'a, T: Pod, const WAKE: bool> Consumer<'a, T, WAKE> {
         let raw = &self.raw;
         match self
             .core
-            .pop(raw.word64(HEAD), raw.word64(TAIL), raw, raw.capacity)
+            .pop(raw.word64(HEAD), raw.word64(TAIL), raw, raw, raw.capacity)
         {
             Pop::Value(value) => {
                 if WAKE {

@@ -24,6 +24,13 @@ use crate::sys;
 const CONTROL: usize = PAYLOAD_OFFSET;
 /// Producer line: `tail`, the next position to write (written by the producer only).
 const TAIL: usize = CONTROL;
+/// The mailbox, in the producer's line beside `tail` (see
+/// `protocol::Mailbox`): the stamp, then the value of the last one-by-one
+/// push, for element types of at most 48 bytes. Bytes 8..64 of the line, so
+/// that a consumer's poll of the stamp fetches the value with it.
+const MAILBOX_STAMP: usize = CONTROL + 8;
+const MAILBOX_VALUE: usize = CONTROL + 16;
+const MAILBOX_WORDS: usize = 6;
 /// Consumer line: `head`, the next position to read (written by the consumer only).
 const HEAD: usize = CONTROL + 128;
 /// Sleep line: two futex words, "the producer sleeps" and "the consumer sleeps".

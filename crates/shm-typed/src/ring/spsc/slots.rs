@@ -5,8 +5,10 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::{PREFETCH_AHEAD, SLOTS};
-use crate::ring::protocol::Cells;
+use bytemuck::Pod;
+
+use super::{MAILBOX_STAMP, MAILBOX_VALUE, MAILBOX_WORDS, PREFETCH_AHEAD, SLOTS};
+use crate::ring::protocol::{Cells, Mailbox};
 use crate::sys;
 
 /// What the hot paths need of a ring, copied into each handle: the handles
@@ -41,6 +43,55 @@ impl<T> Cells<T> for Raw<T> {
         // anyway: then we get wrong bytes (any bytes are a valid T: Pod), not
         // undefined behaviour from a compiler that assumed the memory stable.
         unsafe { self.slot(position).read_volatile() }
+    }
+}
+
+/// Whether a `T` fits the mailbox (the rest of the `tail` line after the
+/// `tail` and stamp words).
+pub(super) const fn fits_mailbox<T>() -> bool {
+    std::mem::size_of::<T>() <= MAILBOX_WORDS * 8
+}
+
+impl<T: Pod> Mailbox<T> for Raw<T> {
+    const ENABLED: bool = fits_mailbox::<T>();
+    type Stamp = AtomicU64;
+
+    #[inline(always)]
+    fn stamp(&self) -> &AtomicU64 {
+        self.word64(MAILBOX_STAMP)
+    }
+
+    #[inline(always)]
+    fn put(&self, value: &T) {
+        let size = std::mem::size_of::<T>();
+        let mut words = [0u64; MAILBOX_WORDS];
+        bytemuck::bytes_of_mut(&mut words)[..size].copy_from_slice(bytemuck::bytes_of(value));
+        for (index, word) in words.iter().enumerate().take(size.div_ceil(8)) {
+            self.word64(MAILBOX_VALUE + 8 * index)
+                .store(*word, Ordering::Relaxed);
+        }
+    }
+
+    #[inline(always)]
+    fn take(&self) -> T {
+        let size = std::mem::size_of::<T>();
+        let mut words = [0u64; MAILBOX_WORDS];
+        for (index, word) in words.iter_mut().enumerate().take(size.div_ceil(8)) {
+            *word = self
+                .word64(MAILBOX_VALUE + 8 * index)
+                .load(Ordering::Relaxed);
+        }
+        bytemuck::pod_read_unaligned(&bytemuck::bytes_of(&words)[..size])
+    }
+
+    #[inline(always)]
+    fn fence_release(&self) {
+        std::sync::atomic::fence(Ordering::Release);
+    }
+
+    #[inline(always)]
+    fn fence_acquire(&self) {
+        std::sync::atomic::fence(Ordering::Acquire);
     }
 }
 
