@@ -497,3 +497,39 @@ fn a_caught_up_consumer_reads_the_mailbox_and_checks_it_against_tail() {
         "{error:?}"
     );
 }
+
+/// One-by-one pushes and pops of types of every mailbox size (not multiples
+/// of 8 included) and past it (56 bytes: no mailbox): each value comes
+/// back whole, whether the consumer takes it from the mailbox (caught up) or
+/// from the slots (behind).
+#[test]
+fn one_by_one_values_of_every_mailbox_size_arrive_whole() {
+    fn check<T: bytemuck::Pod + PartialEq + std::fmt::Debug>(make: fn(u8) -> T) {
+        let bytes = SpscRing::<T>::segment_len(&Location::Heap, 4).unwrap();
+        let ring = SpscRing::<T>::create_in(Region::heap(bytes), 4).unwrap();
+        let mut producer = ring.producer().unwrap();
+        let mut consumer = ring.consumer().unwrap();
+        for round in 0..20u8 {
+            // Caught up: one in, one out.
+            producer.push(make(round)).unwrap();
+            assert_eq!(consumer.pop().unwrap(), Some(make(round)));
+            // Behind: three in, three out.
+            for k in 1..=3 {
+                producer.push(make(round.wrapping_add(k * 50))).unwrap();
+            }
+            for k in 1..=3 {
+                assert_eq!(
+                    consumer.pop().unwrap(),
+                    Some(make(round.wrapping_add(k * 50)))
+                );
+            }
+            assert_eq!(consumer.pop().unwrap(), None);
+        }
+    }
+    check::<u8>(|v| v);
+    check::<[u8; 3]>(|v| [v, !v, v ^ 0x55]);
+    check::<[u8; 17]>(|v| std::array::from_fn(|i| v.wrapping_add(i as u8)));
+    check::<[u32; 12]>(|v| std::array::from_fn(|i| u32::from(v) << (i % 24)));
+    check::<[u64; 7]>(|v| std::array::from_fn(|i| u64::from(v ^ i as u8)));
+    check::<u128>(|v| u128::from(v) << 100 | u128::from(v));
+}
