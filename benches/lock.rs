@@ -16,11 +16,16 @@
 //! alternating order, round by round, and prints the median ratios; the
 //! contended rounds are tagged by the vCPU placement a raw ping-pong probe
 //! finds just before each (see `support`). `LOCK_BENCH_VERBOSE=1` prints each
-//! uncontended and value round.
+//! uncontended and value round. Two parts there show where the time goes
+//! rather than compare with a baseline: raw atomics in the shape of our
+//! owner word's lock + unlock, with the compare-exchange fed by a load or not,
+//! and `parking_lot` with its counter two cache lines from its lock (where
+//! `Shared<T>` keeps its value) against the same lock and counter in one line.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -184,6 +189,69 @@ fn parking_lot_contended(parking: &Arc<parking_lot::Mutex<u64>>, ops: u64) -> Du
     started.elapsed()
 }
 
+/// A `parking_lot` lock with its counter two cache lines away, as a
+/// `Shared<u64>` keeps its value apart from its lock.
+#[repr(C, align(128))]
+struct Apart {
+    lock: parking_lot::Mutex<()>,
+    _lines: [u8; 192],
+    counter: AtomicU64,
+}
+
+impl Default for Apart {
+    fn default() -> Apart {
+        Apart {
+            lock: parking_lot::Mutex::new(()),
+            _lines: [0; 192],
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+/// [`parking_lot_contended`] on an [`Apart`]: the counter is only touched
+/// under the lock (a plain read and write, done with relaxed atomics).
+fn apart_contended(apart: &Arc<Apart>, ops: u64) -> Duration {
+    fn increment(apart: &Apart) {
+        let _held = apart.lock.lock();
+        let counter = apart.counter.load(Ordering::Relaxed);
+        apart.counter.store(counter + 1, Ordering::Relaxed);
+    }
+    let other = Arc::clone(apart);
+    let started = Instant::now();
+    let thread = std::thread::spawn(move || (0..ops).for_each(|_| increment(&other)));
+    (0..ops).for_each(|_| increment(apart));
+    thread.join().unwrap();
+    started.elapsed()
+}
+
+/// The shape of one uncontended lock + unlock on a 64-bit owner word, with
+/// raw atomics: the compare-exchange's expected value loaded from the word
+/// first (as a lock whose free state carries a generation must), or known
+/// in advance (as a lock whose free state is a constant can); both release
+/// with a swap of a value known from the acquisition.
+fn owner_word_loop(ops: u64, load_first: bool) -> Duration {
+    const HELD: u64 = 7;
+    let word = black_box(AtomicU64::new(0));
+    let mut expected = 0;
+    timed(ops, || {
+        let free = if load_first {
+            word.load(Ordering::Relaxed)
+        } else {
+            expected
+        };
+        let held = free.wrapping_add(1 << 32) | HELD;
+        if word
+            .compare_exchange(free, held, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            panic!("the word is ours alone");
+        }
+        black_box(&word);
+        expected = held & !HELD;
+        black_box(word.swap(expected, Ordering::Release));
+    })
+}
+
 fn value_64b(c: &mut Criterion) {
     let shared = Owned::new([0u8; 64]);
     let parking = parking_lot::Mutex::new([0u8; 64]);
@@ -227,6 +295,16 @@ fn interleaved() {
         ),
     );
 
+    println!(
+        "interleaved: uncontended owner word, raw atomics: compare-exchange fed by a load of the \
+         word / with the expected value known = {:.2}x",
+        time_ratio(
+            "LOCK_BENCH_VERBOSE",
+            &mut || owner_word_loop(OPS, true),
+            &mut || owner_word_loop(OPS, false),
+        ),
+    );
+
     let value = Owned::new([0u8; 64]);
     let parking_value = parking_lot::Mutex::new([0u8; 64]);
     println!(
@@ -266,6 +344,22 @@ fn interleaved() {
         );
         ratios.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
     }
+    let apart = Arc::new(Apart::default());
+    let mut apart_ratios = Rounds::default();
+    for round in 0..ROUNDS {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || apart_contended(&apart, CONTENDED),
+            &mut || parking_lot_contended(&parking, CONTENDED),
+        );
+        apart_ratios.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
+    }
+    println!(
+        "interleaved: contended, parking_lot with the counter two cache lines from the lock / \
+         parking_lot::Mutex<u64> (lock and counter in one line) = {}",
+        apart_ratios.summary("x", 2)
+    );
     println!(
         "interleaved: contended, two parties lock + increment + unlock, Shared<u64> with the \
          peer in another process / parking_lot::Mutex with the peer in another thread = {} \

@@ -11,7 +11,7 @@ use super::liveness::{self, generation, next, FOREIGN, ID_MASK};
 use super::token::{self, Registry, Token};
 use super::{
     Acquired, Holder, LockFailure, ACQUISITION_MASK, GENERATION_MASK, INCONSISTENT,
-    LIVENESS_INTERVAL, POISONED, SPIN_LIMIT, TID_MASK, WAITERS,
+    LIVENESS_INTERVAL, POISONED, SPIN_DOUBLINGS, SPIN_LIMIT, TID_MASK, WAITERS,
 };
 use crate::sys::{self, Me, StartTime};
 
@@ -99,6 +99,8 @@ pub(crate) trait Env<W32> {
     fn token_dead(&self, registry: Registry, token: Token) -> Option<bool>;
     /// A spin-wait hint.
     fn pause(&self);
+    /// Gives the processor to another runnable thread, if there is one.
+    fn yield_now(&self);
     /// Sleeps while `futex` holds `expected`, at most `nap`.
     fn sleep(&self, futex: &W32, expected: u32, nap: Duration);
     /// Wakes one sleeper on `futex`.
@@ -151,6 +153,10 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
         spin_loop();
     }
 
+    fn yield_now(&self) {
+        std::thread::yield_now();
+    }
+
     fn sleep(&self, futex: &AtomicU32, expected: u32, nap: Duration) {
         sys::futex_wait(futex, expected, nap);
     }
@@ -172,6 +178,22 @@ impl<F: Fn(u32, Option<StartTime>) -> bool> Env<AtomicU32> for Os<F> {
 
     fn since(&self, then: Instant) -> Duration {
         then.elapsed()
+    }
+}
+
+/// The `spin`th wait (from 1) of a contended waiter before it sleeps: a few
+/// doubling runs of spin hints, then yields. A waiter that reads the lock
+/// word on every hint takes its cache line away from the holder each time,
+/// and a holder that releases and re-locks then pays a transfer for each;
+/// backing off lets it run on with the line in its cache.
+#[inline]
+fn backoff<W32, E: Env<W32>>(env: &E, spin: u32) {
+    if spin <= SPIN_DOUBLINGS {
+        for _ in 0..1u32 << spin {
+            env.pause();
+        }
+    } else {
+        env.yield_now();
     }
 }
 
@@ -266,7 +288,7 @@ impl<W32: Atomic<u32>, W64: Atomic<u64>> Core<'_, W32, W64> {
             }
             if spins < E::SPINS {
                 spins += 1;
-                env.pause();
+                backoff(env, spins);
                 continue;
             }
             let waited = env.since(started);

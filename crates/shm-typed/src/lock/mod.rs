@@ -42,8 +42,13 @@ const INCONSISTENT: u32 = 1 << 0;
 /// data consistent. Lockers get an error until someone resets it.
 const POISONED: u32 = 1 << 1;
 
-/// Spins before sleeping: a holder on another core usually releases within this.
-const SPIN_LIMIT: u32 = 100;
+/// Waits before sleeping ([`core`]'s `backoff`): a holder on another core
+/// usually releases within these (about 1.5 µs of spin hints, then four yields).
+const SPIN_LIMIT: u32 = 10;
+/// Of those waits, the first ones spin, 2, 4, ... 64 hints (a hint is about
+/// 12 ns on the x86 machines we measured); the rest yield. Fewer hints between
+/// reads cost contended throughput (docs/benchmarks.md, "Contended lock").
+const SPIN_DOUBLINGS: u32 = 6;
 /// How long a waiter sleeps before it checks whether the holder is still alive.
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 

@@ -243,6 +243,10 @@ impl Env<AtomicU32> for Task {
         thread::yield_now();
     }
 
+    fn yield_now(&self) {
+        thread::yield_now();
+    }
+
     /// A futex wait that returns at once if the value changed, and
     /// otherwise lets the others run (a sleep whose timeout passed).
     /// A futex wait that returns at once if the value changed, and
