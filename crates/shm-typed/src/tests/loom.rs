@@ -75,13 +75,17 @@ impl Cells<u64> for LoomCells {
 /// The SPSC mailbox (`protocol::Mailbox`) over loom's atomics, off when
 /// `ON` is false (a ring whose type does not fit). The value is kept in two
 /// words, `v` and `!v`, so that a torn read (one word old, one new) shows:
-/// `take` returns [`TORN`] for it, which no model sends.
+/// `take` returns [`TORN`] for it, which no model sends. The words carry the
+/// value marked [`FROM_MAILBOX`], so that a model can count the pops the
+/// mailbox served, and show that it checked that path at all.
 struct LoomMailbox<const ON: bool> {
     stamp: AtomicU64,
     words: [AtomicU64; 2],
 }
 
 const TORN: u64 = u64::MAX;
+/// Set in a value the mailbox hands out; no model sends a value with it.
+const FROM_MAILBOX: u64 = 1 << 40;
 
 impl<const ON: bool> Mailbox<u64> for LoomMailbox<ON> {
     const ENABLED: bool = ON;
@@ -92,8 +96,9 @@ impl<const ON: bool> Mailbox<u64> for LoomMailbox<ON> {
     }
 
     fn put(&self, value: &u64) {
-        self.words[0].store(*value, Ordering::Relaxed);
-        self.words[1].store(!*value, Ordering::Relaxed);
+        let marked = *value | FROM_MAILBOX;
+        self.words[0].store(marked, Ordering::Relaxed);
+        self.words[1].store(!marked, Ordering::Relaxed);
     }
 
     fn take(&self) -> u64 {
@@ -115,17 +120,35 @@ impl<const ON: bool> Mailbox<u64> for LoomMailbox<ON> {
 }
 
 /// The SPSC ring's shared state: `tail`, `head`, the cells and the mailbox
-/// (on when `MAILBOX`).
+/// (on when `MAILBOX`); and, outside the model, a count of the pops the
+/// mailbox served, over all of a model's executions.
 struct Spsc<const MAILBOX: bool> {
     tail: AtomicU64,
     head: AtomicU64,
     cells: LoomCells,
     mailbox: LoomMailbox<MAILBOX>,
     capacity: u64,
+    served: FastPops,
+}
+
+/// Pops the mailbox served, counted across a model's executions (a `std`
+/// atomic: loom does not see it).
+type FastPops = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+
+/// Checks, after `loom::model`, that the mailbox served pops in some
+/// execution if it was on, and in none if it was off: a model whose mailbox
+/// path were never taken would pass without checking it.
+fn assert_served(mailbox: bool, served: &FastPops) {
+    let served = served.load(Ordering::Relaxed);
+    if mailbox {
+        assert!(served > 0, "no execution took the mailbox path");
+    } else {
+        assert_eq!(served, 0, "the mailbox served pops while off");
+    }
 }
 
 impl<const MAILBOX: bool> Spsc<MAILBOX> {
-    fn new(capacity: u64) -> Arc<Spsc<MAILBOX>> {
+    fn new(capacity: u64, served: &FastPops) -> Arc<Spsc<MAILBOX>> {
         Arc::new(Spsc {
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
@@ -135,6 +158,7 @@ impl<const MAILBOX: bool> Spsc<MAILBOX> {
                 words: [AtomicU64::new(0), AtomicU64::new(!0)],
             },
             capacity,
+            served: served.clone(),
         })
     }
 
@@ -161,6 +185,11 @@ impl<const MAILBOX: bool> Spsc<MAILBOX> {
             &self.mailbox,
             self.capacity,
         ) {
+            Pop::Value(TORN) => Some(TORN),
+            Pop::Value(value) if value & FROM_MAILBOX != 0 => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                Some(value & !FROM_MAILBOX)
+            }
             Pop::Value(value) => Some(value),
             Pop::Empty => None,
             Pop::Broken(what) => panic!("a correct producer looked impossible: {what:?}"),
@@ -195,8 +224,10 @@ const FRESH_CONSUMER: SpscConsumer = SpscConsumer {
 /// One by one, `count` values through a ring of `capacity`: each arrives
 /// once, in order, untorn.
 fn one_by_one<const MAILBOX: bool>(capacity: u64, count: u64) {
+    let served = FastPops::default();
+    let counting = served.clone();
     loom::model(move || {
-        let ring = Spsc::<MAILBOX>::new(capacity);
+        let ring = Spsc::<MAILBOX>::new(capacity, &counting);
         let sending = {
             let ring = ring.clone();
             thread::spawn(move || {
@@ -219,6 +250,7 @@ fn one_by_one<const MAILBOX: bool>(capacity: u64, count: u64) {
         sending.join().unwrap();
         assert_eq!(received, (1..=count).collect::<Vec<_>>());
     });
+    assert_served(MAILBOX, &served);
 }
 
 #[test]
@@ -237,8 +269,10 @@ fn spsc_mailbox_values_arrive_once_in_order_untorn() {
 /// stale stamp must not hand the consumer an old value for a new position.
 #[test]
 fn spsc_mailbox_with_batches_between_arrives_in_order() {
-    loom::model(|| {
-        let ring = Spsc::<true>::new(4);
+    let served = FastPops::default();
+    let counting = served.clone();
+    loom::model(move || {
+        let ring = Spsc::<true>::new(4, &counting);
         let sending = {
             let ring = ring.clone();
             thread::spawn(move || {
@@ -265,6 +299,7 @@ fn spsc_mailbox_with_batches_between_arrives_in_order() {
         sending.join().unwrap();
         assert_eq!(received, [1, 2, 3, 4]);
     });
+    assert_served(true, &served);
 }
 
 /// The batch paths (`push_slice`/`write_chunk` and `pop_into`/`read_chunk`):
@@ -273,7 +308,7 @@ fn spsc_mailbox_with_batches_between_arrives_in_order() {
 #[test]
 fn spsc_batches_of_two_arrive_whole_without_races() {
     loom::model(|| {
-        let ring = Spsc::<true>::new(2);
+        let ring = Spsc::<true>::new(2, &FastPops::default());
         let sending = {
             let ring = ring.clone();
             thread::spawn(move || {

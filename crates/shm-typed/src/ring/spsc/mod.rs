@@ -31,6 +31,8 @@ const TAIL: usize = CONTROL;
 const MAILBOX_STAMP: usize = CONTROL + 8;
 const MAILBOX_VALUE: usize = CONTROL + 16;
 const MAILBOX_WORDS: usize = 6;
+// The mailbox stays inside the producer's 64-byte line with `tail`.
+const _: () = assert!(MAILBOX_VALUE + 8 * MAILBOX_WORDS <= CONTROL + 64);
 /// Consumer line: `head`, the next position to read (written by the consumer only).
 const HEAD: usize = CONTROL + 128;
 /// Sleep line: two futex words, "the producer sleeps" and "the consumer sleeps".
