@@ -23,7 +23,7 @@ use shm_sys::sysv::Segment;
 
 mod support;
 
-use support::{interleaved_wanted, time_ratio, timed, ROUNDS};
+use support::{interleaved_wanted, rounds, time_ratio, timed};
 
 struct RemoveOnDrop(Segment);
 
@@ -99,8 +99,9 @@ fn interleaved() {
     let verbose = "ATTACH_BENCH_VERBOSE";
     let segment = RemoveOnDrop(Segment::create_private(1 << 16).expect("create"));
     let memfd = MemfdSegment::create("bench", 1 << 16).expect("memfd");
+    let rounds = rounds();
     println!(
-        "interleaved: {ROUNDS} rounds each, subject and baseline alternating; medians of the \
+        "interleaved: {rounds} rounds each, subject and baseline alternating; medians of the \
          per-round time ratios (subject / baseline)"
     );
     let id = segment.0.id();

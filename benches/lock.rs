@@ -36,7 +36,7 @@ use shm_typed::{Location, Shared};
 mod support;
 
 use support::{
-    alternate, interleaved_wanted, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS, ROUNDS,
+    alternate, interleaved_wanted, rounds, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS,
 };
 
 /// A `Shared<T>` in a private segment that is marked for removal at once: it
@@ -273,8 +273,9 @@ fn value_64b(c: &mut Criterion) {
 
 fn interleaved() {
     const OPS: u64 = 1_000_000;
+    let rounds = rounds();
     println!(
-        "interleaved: {ROUNDS} rounds each, subject and baseline alternating; medians of the \
+        "interleaved: {rounds} rounds each, subject and baseline alternating; medians of the \
          per-round time ratios (subject / baseline)"
     );
     let shared = Owned::new(0u64);
@@ -335,7 +336,7 @@ fn interleaved() {
     let mut peer = Contender::start(id);
     let mut probe = Probe::new();
     let mut ratios = Rounds::default();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(
             round,
@@ -346,7 +347,7 @@ fn interleaved() {
     }
     let apart = Arc::new(Apart::default());
     let mut apart_ratios = Rounds::default();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(
             round,

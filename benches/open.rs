@@ -22,7 +22,7 @@ use shm_typed::{Location, Shared, SpscRing};
 
 mod support;
 
-use support::{interleaved_wanted, median, time_ratio, timed, ROUNDS};
+use support::{interleaved_wanted, median, rounds, time_ratio, timed};
 
 /// A typical message: 64 bytes, eight fields and a nested array.
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable, ShmType)]
@@ -121,8 +121,9 @@ fn interleaved() {
     let verbose = "OPEN_BENCH_VERBOSE";
     let with = make_object::<Tick>();
     let without = make_object::<PlainTick>();
+    let rounds = rounds();
     println!(
-        "interleaved: {ROUNDS} rounds each, subject (with schema) and baseline (without) \
+        "interleaved: {rounds} rounds each, subject (with schema) and baseline (without) \
          alternating; medians of the per-round time ratios"
     );
     let mut with_times = Vec::new();

@@ -40,7 +40,7 @@ mod race;
 mod support;
 
 use race::SleepRacer;
-use support::{alternate, median, Peer, Probe, RawPingPong, Rounds, CLOSE_NS, NEAR_NS};
+use support::{alternate, median, scaled, Peer, Probe, RawPingPong, Rounds, CLOSE_NS, NEAR_NS};
 
 /// A ring in a private segment, removed at once: it lives while mapped (Linux
 /// still lets the peer attach it by id), so nothing is left behind even if the
@@ -613,13 +613,17 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-/// Rounds of each interleaved measure.
-const ROUNDS: usize = 20;
+/// Rounds of each interleaved measure (a tenth under `SHM_BENCH_SMOKE`).
+fn rounds() -> usize {
+    scaled(20)
+}
 
 /// Rounds of each one-by-one throughput comparison: a round takes only tens of
 /// ms, and these ratios swing most with the placement, so more rounds are
 /// needed for each placement's median to settle.
-const THROUGHPUT_ROUNDS: usize = 60;
+fn throughput_rounds() -> usize {
+    scaled(60)
+}
 
 /// The per-round ratios of a throughput comparison, and each side's rate.
 struct Throughputs {
@@ -647,7 +651,7 @@ impl Throughputs {
     }
 }
 
-/// [`THROUGHPUT_ROUNDS`] rounds of `subject` and `baseline` (each timing the
+/// [`throughput_rounds`] rounds of `subject` and `baseline` (each timing the
 /// same number of `items`) in alternating order, each round tagged by a
 /// placement probe; records the subject's throughput relative to the
 /// baseline's (baseline time / subject time).
@@ -659,7 +663,7 @@ fn throughput_ratios(
 ) -> Throughputs {
     let mut ratios = Rounds::default();
     let mut near_rates = (Vec::new(), Vec::new());
-    for round in 0..THROUGHPUT_ROUNDS {
+    for round in 0..throughput_rounds() {
         let raw_ns = probe.raw_ns();
         let (subject, base) = alternate(round, subject, baseline);
         if std::env::var_os("RING_BENCH_VERBOSE").is_some() {
@@ -689,9 +693,11 @@ fn cpu_of(pid: u32) -> Option<i64> {
 fn interleaved(wanted: Option<&str>) {
     let mut probe = Probe::new();
     println!(
-        "interleaved: {ROUNDS} rounds each ({THROUGHPUT_ROUNDS} for one-by-one throughput), medians; [near: .., far: ..] split the rounds by \
+        "interleaved: {} rounds each ({} for one-by-one throughput), medians; [near: .., far: ..] split the rounds by \
          the raw RTT probed just before each (near < {NEAR_NS} ns, close < {CLOSE_NS} ns), with \
-         the round count"
+         the round count",
+        rounds(),
+        throughput_rounds(),
     );
     type Part = fn(&mut Probe);
     let parts: [(&str, Part); 8] = [
@@ -717,7 +723,7 @@ fn interleaved_spinning(_: &mut Probe) {
     let mut raw = RawPingPong::new();
     let mut spin = RingPingPong::new(false);
     let mut rtt = Rounds::default();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         spin.peer.set_running(false);
         raw.peer.set_running(true);
         let base = raw.round_trips(20_000);
@@ -752,7 +758,7 @@ fn interleaved_lines(probe: &mut Probe) {
     let (mut two_ratio, mut stamped_ratio, mut ring_ratio) =
         (Rounds::default(), Rounds::default(), Rounds::default());
     let mut word_ns = Rounds::default();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         let raw_ns = probe.raw_ns();
         macro_rules! running {
             ($pong:ident) => {{
@@ -805,7 +811,7 @@ fn interleaved_blocking(_: &mut Probe) {
     let (mut apart, mut together) = (Vec::new(), Vec::new());
     let (mut to_pipe, mut to_socket) = (Vec::new(), Vec::new());
     let per_trip = |took: Duration| took.as_nanos() as f64 / 2_000.0;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let ring = per_trip(blocking.round_trips(2_000));
         // Where the two processes ran at the end of the round: the scheduler
         // sometimes queues a woken peer on its waker's CPU, and then every
@@ -872,7 +878,7 @@ fn blocking_on_one_cpu(blocking: &mut RingPingPong, pipe: &mut StreamPingPong) -
         took
     };
     on_one_cpu(&pids, || {
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             let per_trip = |took: Duration| took.as_nanos() as f64 / TRIPS as f64;
             let (ring, floor_trip) =
                 alternate(round, &mut || blocking.round_trips(TRIPS), &mut floor_trips);
@@ -1037,7 +1043,7 @@ fn interleaved_batch(probe: &mut Probe) {
     let mut batch = RingSink::new(&rings, true);
     let (mut rates, mut streaming_rates) = (Rounds::default(), Rounds::default());
     let rate = |took: Duration| 20_000_000.0 / took.as_secs_f64() / 1e6;
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         batch.peer.set_running(false);
         let raw_ns = probe.raw_ns();
         batch.peer.set_running(true);

@@ -258,10 +258,30 @@ pub fn alternate(
     }
 }
 
-/// Rounds of each interleaved comparison.
-pub const ROUNDS: usize = 20;
+/// Rounds of each interleaved comparison: 20, or 2 under
+/// `SHM_BENCH_SMOKE=1`, which CI sets to check that every part runs to its
+/// end (figures from such a run mean nothing).
+pub fn rounds() -> usize {
+    scaled(20)
+}
 
-/// The median over [`ROUNDS`] rounds of `subject` time / `baseline` time, the
+/// `full`, or a tenth of it (rounded up, at least 2) when
+/// `SHM_BENCH_SMOKE` is set.
+pub fn scaled(full: usize) -> usize {
+    if smoke() {
+        full.div_ceil(10).max(2)
+    } else {
+        full
+    }
+}
+
+/// Whether this is a smoke run (`SHM_BENCH_SMOKE` set): every part runs, a
+/// few rounds each, to show it runs at all.
+pub fn smoke() -> bool {
+    std::env::var_os("SHM_BENCH_SMOKE").is_some()
+}
+
+/// The median over [`rounds`] rounds of `subject` time / `baseline` time, the
 /// two run in alternating order; each round's times go to stderr when the
 /// environment variable `verbose` is set.
 pub fn time_ratio(
@@ -270,7 +290,7 @@ pub fn time_ratio(
     baseline: &mut dyn FnMut() -> Duration,
 ) -> f64 {
     let verbose = std::env::var_os(verbose).is_some();
-    let mut ratios: Vec<f64> = (0..ROUNDS)
+    let mut ratios: Vec<f64> = (0..rounds())
         .map(|round| {
             let (subject, base) = alternate(round, subject, baseline);
             if verbose {
