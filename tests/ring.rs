@@ -1,4 +1,5 @@
 //! `SpscRing` across processes: a 100-million-item sequence-checked stream,
+//! 48-byte values through the mailbox with random pauses on both sides,
 //! blocking round trips racing the peer's sleep, a consumer killed with SIGKILL
 //! and replaced, and a peer scribbling on the indices and claims. Every segment is removed by a guard, also on panic.
 
@@ -11,6 +12,7 @@ use shm_sys::sysv::Segment;
 use shm_typed::format::PAYLOAD_OFFSET;
 use shm_typed::{Error, Location, PushError, SpscRing};
 use support::race::SleepRacer;
+use support::stress::{stress_words, Pauses};
 use support::{start_time, Peer, RemoveOnDrop};
 
 fn private_ring(capacity: u64) -> (SpscRing<u64>, RemoveOnDrop, i32) {
@@ -76,6 +78,84 @@ fn one_hundred_million_u64_cross_processes_in_order_with_nothing_lost() {
         "100M u64 in {took:?}: {:.0} M items/s (debug build)",
         count as f64 / took.as_secs_f64() / 1e6
     );
+}
+
+/// The mailbox across processes: 48-byte values (the largest it carries)
+/// pushed one by one by a peer process and popped one by one here, each side
+/// pausing at random (spins, yields, short sleeps; seeded, so a failure can
+/// be replayed), the peer started and then let go at a random later time.
+/// Every value must arrive whole (all six words, each a different function of
+/// its index) and in order. A consumer that has caught up takes a value from
+/// the mailbox, one that is behind from its slot; the pauses make both happen
+/// many times, and the test checks that the consumer found the ring empty
+/// (caught up) often. It failed with the producer's mailbox copy cut to five
+/// words ("torn or out of order ... word 5").
+#[test]
+fn one_by_one_48_byte_values_with_random_pauses_arrive_whole_in_order() {
+    let count: u64 = 100_000;
+    let capacity = 8u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for run in 0..3u64 {
+        let seed = seed.wrapping_add(run.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        eprintln!("mailbox stress run {run}: seed {seed}");
+        let ring = SpscRing::<[u64; 6]>::create(Location::Private, capacity).unwrap();
+        let Location::Id(id) = *ring.location() else {
+            panic!("private rings are found by id")
+        };
+        let _guard = RemoveOnDrop(Segment::from_id(id).unwrap());
+        let mut consumer = ring.consumer().unwrap();
+        let mut producer = Peer::start(&[
+            "spsc-produce-words",
+            &id.to_string(),
+            &capacity.to_string(),
+            &count.to_string(),
+            &seed.to_string(),
+        ]);
+        producer.expect_line("ready");
+        // Let go at a random point after its start: not in the same tick.
+        std::thread::sleep(Duration::from_micros(seed % 20_000));
+        producer.go();
+        let mut pauses = Pauses::new(!seed);
+        let mut empty_polls = 0u64;
+        let mut idle_since = Instant::now();
+        for expected in 0..count {
+            pauses.pause();
+            let value = loop {
+                match consumer.pop().unwrap() {
+                    Some(value) => break value,
+                    None => {
+                        empty_polls += 1;
+                        assert!(
+                            idle_since.elapsed() < Duration::from_secs(30),
+                            "no value for 30 s at {expected} (seed {seed})"
+                        );
+                        std::hint::spin_loop();
+                    }
+                }
+            };
+            idle_since = Instant::now();
+            let wanted = stress_words(expected);
+            if value != wanted {
+                let word = (0..6).find(|&k| value[k] != wanted[k]).unwrap();
+                panic!(
+                    "torn or out of order at {expected} (seed {seed}): word {word} is {:#x}, \
+                     wanted {:#x}",
+                    value[word], wanted[word]
+                );
+            }
+        }
+        producer.expect_line("done");
+        producer.wait_success();
+        assert_eq!(consumer.pop().unwrap(), None, "nothing beyond the count");
+        assert!(
+            empty_polls > count / 100,
+            "the consumer caught up only {empty_polls} times in {count} (seed {seed}): the \
+             mailbox path was hardly taken"
+        );
+    }
 }
 
 /// A spinning ring (no wake-up checks) between processes: ten million u64,

@@ -20,6 +20,8 @@ mod mpmc;
 mod posix;
 mod spsc;
 mod store;
+#[path = "../../support/stress.rs"]
+mod stress;
 mod sysv;
 
 /// Runs the role named by `args[0]`; every role reads its own arguments from
@@ -43,6 +45,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "spsc-produce" => spsc::produce(args),
         "spsc-consume" => spsc::consume(args),
         "spsc-hostile-produce" => spsc::hostile_produce(args),
+        "spsc-produce-words" => spsc::produce_words(args),
         "raw-echo" => echo::raw(args),
         "lines-echo" => echo::lines(args),
         "spsc-echo" => echo::spsc(args),

@@ -4,6 +4,7 @@
 use shm_typed::{Location, PushError, SpscRing};
 
 use crate::common::{parse, say, wait_for_go};
+use crate::stress::{stress_words, Pauses};
 
 /// ring-fork-registrations ID CAP: say the process's membarrier
 /// registrations before and after claiming the consumer of SpscRing ID,
@@ -193,5 +194,29 @@ fn push_batches<const WAKE: bool>(ring: &SpscRing<u64, WAKE>, count: u64) -> Res
     }
     say("done");
     wait_for_go();
+    Ok(())
+}
+
+/// spsc-produce-words ID CAP COUNT SEED: wait for "go", then push
+/// `stress_words(0..COUNT)` one by one into an SpscRing<[u64; 6]> (48 bytes:
+/// the largest type the mailbox carries), with random pauses seeded by SEED
+/// between pushes; say "done".
+pub fn produce_words(args: &[String]) -> Result<(), String> {
+    let id: i32 = parse(args, 1, "id")?;
+    let capacity: u64 = parse(args, 2, "capacity")?;
+    let count: u64 = parse(args, 3, "count")?;
+    let seed: u64 = parse(args, 4, "seed")?;
+    let ring = SpscRing::<[u64; 6]>::open(Location::Id(id), capacity).map_err(|e| e.to_string())?;
+    let mut producer = ring.producer().map_err(|e| e.to_string())?;
+    let mut pauses = Pauses::new(seed);
+    say("ready");
+    wait_for_go();
+    for index in 0..count {
+        pauses.pause();
+        producer
+            .push_blocking(stress_words(index), std::time::Duration::from_secs(30))
+            .map_err(|e| format!("push {index}: {e:?}"))?;
+    }
+    say("done");
     Ok(())
 }
