@@ -7,6 +7,8 @@
 //! - `contended`: two parties each do N lock + increment + unlock on one
 //!   counter; `Shared<u64>` with the other party in another process, against
 //!   two threads on a `parking_lot::Mutex`. Reported per operation.
+//! - (interleaved only) `hand-overs`: strict turns on one counter between
+//!   two parties, so that each operation waits for the other's release.
 //! - `value_64b`: `Shared<[u8; 64]>` load and store against a
 //!   `parking_lot::Mutex<[u8; 64]>`.
 //!
@@ -36,7 +38,8 @@ use shm_typed::{Location, Shared};
 mod support;
 
 use support::{
-    alternate, interleaved_wanted, rounds, time_ratio, timed, Probe, Rounds, CLOSE_NS, NEAR_NS,
+    alternate, interleaved_wanted, median, rounds, time_ratio, timed, Probe, Rounds, CLOSE_NS,
+    NEAR_NS,
 };
 
 /// A `Shared<T>` in a private segment that is marked for removal at once: it
@@ -104,9 +107,10 @@ struct Contender {
 }
 
 impl Contender {
-    fn start(id: i32) -> Contender {
+    /// `role`: `typed-contend` or `typed-turns`.
+    fn start(role: &str, id: i32) -> Contender {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shm-test-peer"))
-            .args(["typed-contend", &id.to_string()])
+            .args([role, &id.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -147,7 +151,7 @@ fn contended(c: &mut Criterion) {
     let Location::Id(id) = *shared.0.location() else {
         unreachable!()
     };
-    let mut peer = Contender::start(id);
+    let mut peer = Contender::start("typed-contend", id);
     let parking = Arc::new(parking_lot::Mutex::new(0u64));
 
     let mut group = c.benchmark_group("contended_two_parties_per_op");
@@ -252,6 +256,45 @@ fn owner_word_loop(ops: u64, load_first: bool) -> Duration {
     })
 }
 
+/// `turns` strict turns each with the peer process on the counter (ours when
+/// even: lock, increment if ours, unlock): every turn is a hand-over of the
+/// lock and the value to the other party, so this measures how soon a
+/// waiter notices a release. The time until both are done.
+fn shared_turns(shared: &Shared<u64>, peer: &mut Contender, turns: u64) -> Duration {
+    let started = Instant::now();
+    peer.start_rounds(turns);
+    let mut taken = 0;
+    while taken < turns {
+        let mut value = shared.lock().unwrap();
+        if *value % 2 == 0 {
+            *value += 1;
+            taken += 1;
+        }
+    }
+    peer.wait_done();
+    started.elapsed()
+}
+
+/// The same turns with a `parking_lot::Mutex` and the peer a thread.
+fn parking_lot_turns(parking: &Arc<parking_lot::Mutex<u64>>, turns: u64) -> Duration {
+    fn take(parking: &parking_lot::Mutex<u64>, parity: u64, turns: u64) {
+        let mut taken = 0;
+        while taken < turns {
+            let mut value = parking.lock();
+            if *value % 2 == parity {
+                *value += 1;
+                taken += 1;
+            }
+        }
+    }
+    let other = Arc::clone(parking);
+    let started = Instant::now();
+    let thread = std::thread::spawn(move || take(&other, 1, turns));
+    take(parking, 0, turns);
+    thread.join().unwrap();
+    started.elapsed()
+}
+
 fn value_64b(c: &mut Criterion) {
     let shared = Owned::new([0u8; 64]);
     let parking = parking_lot::Mutex::new([0u8; 64]);
@@ -333,7 +376,7 @@ fn interleaved() {
     let Location::Id(id) = *shared.0.location() else {
         unreachable!()
     };
-    let mut peer = Contender::start(id);
+    let mut peer = Contender::start("typed-contend", id);
     let mut probe = Probe::new();
     let mut ratios = Rounds::default();
     for round in 0..rounds {
@@ -366,6 +409,35 @@ fn interleaved() {
          peer in another process / parking_lot::Mutex with the peer in another thread = {} \
          (rounds tagged near < {NEAR_NS} ns raw round trip, close < {CLOSE_NS} ns)",
         ratios.summary("x", 2)
+    );
+
+    // Hand-overs: strict turns, so every operation waits for the other
+    // party's release (how soon a waiter notices one).
+    const TURNS: u64 = 20_000;
+    let turns = Owned::new(0u64);
+    let Location::Id(turns_id) = *turns.0.location() else {
+        unreachable!()
+    };
+    let mut turner = Contender::start("typed-turns", turns_id);
+    let parking_turns = Arc::new(parking_lot::Mutex::new(0u64));
+    let mut turn_ratios = Rounds::default();
+    let mut turn_ns = Vec::new();
+    for round in 0..rounds {
+        let raw_ns = probe.raw_ns();
+        let (subject, base) = alternate(
+            round,
+            &mut || shared_turns(&turns.0, &mut turner, TURNS),
+            &mut || parking_lot_turns(&parking_turns, TURNS),
+        );
+        turn_ns.push(subject.as_nanos() as f64 / (2 * TURNS) as f64);
+        turn_ratios.push(raw_ns, subject.as_secs_f64() / base.as_secs_f64());
+    }
+    println!(
+        "interleaved: hand-overs, strict turns on one counter, Shared<u64> with the peer in \
+         another process / parking_lot::Mutex with the peer in another thread = {} ({:.0} ns \
+         per turn, median)",
+        turn_ratios.summary("x", 2),
+        median(&mut turn_ns)
     );
 }
 

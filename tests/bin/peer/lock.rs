@@ -170,6 +170,39 @@ pub fn contend(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// typed-turns ID: say "ready"; then for each line N on stdin take N turns
+/// on the Shared<u64> counter ID with the other party: lock, and if the
+/// counter is odd (our parity) increment it; unlock; until N increments are
+/// ours. Say "done" after each N.
+pub fn turns(args: &[String]) -> Result<(), String> {
+    let id: i32 = parse(args, 1, "id")?;
+    let counter = Shared::<u64>::open(Location::Id(id)).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    say("ready");
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?
+        > 0
+    {
+        let turns: u64 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad count {line:?}"))?;
+        line.clear();
+        let mut taken = 0;
+        while taken < turns {
+            let mut value = counter.lock().map_err(|e| e.to_string())?;
+            if *value % 2 == 1 {
+                *value += 1;
+                taken += 1;
+            }
+        }
+        say("done");
+    }
+    Ok(())
+}
+
 /// typed-fork ID: lock once (filling the per-thread caches), fork, and in
 /// the child lock again: the lock word must name the child's thread, not
 /// the parent's. Reports "fork-child tid=<gettid> holder=<lock word tid>".

@@ -39,6 +39,7 @@ fn run(args: &[String]) -> Result<(), String> {
         "typed-hold-lock" => lock::hold(args),
         "typed-open-or-create" => creator::open_or_create(args),
         "typed-contend" => lock::contend(args),
+        "typed-turns" => lock::turns(args),
         "typed-fork" => lock::fork(args),
         "lock-as-reused-pid" => lock::as_reused_pid(args),
         "ring-fork-registrations" => spsc::fork_registrations(args),
