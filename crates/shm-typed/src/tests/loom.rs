@@ -344,6 +344,212 @@ fn spsc_batches_of_two_arrive_whole_without_races() {
     });
 }
 
+/// A producer that stops at any step of a one-by-one push (slot, emptied
+/// stamp, fence, value words, `tail`, stamp), and a successor that starts
+/// from the words as `SpscRing::producer` does (after the victim is gone: a
+/// claim is taken over only from a dead claimer) and pushes on, while the
+/// consumer pops throughout: the victim's value arrives at most once (surely
+/// if its push returned), whole, and everything else in order.
+#[test]
+fn spsc_a_producer_dying_at_any_step_of_a_push_and_its_successor() {
+    // A push takes at most 8 steps; 10 lets the victim finish too.
+    for steps in 0..=10 {
+        let served = FastPops::default();
+        let counting = served.clone();
+        loom::model(move || {
+            let ring = Spsc::<true>::new(2, &counting);
+            let producing = {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let mut producer = FRESH_PRODUCER;
+                    while !ring.push(&mut producer, 1) {
+                        thread::yield_now();
+                    }
+                    let dead = AtomicBool::new(false);
+                    let fate = Fate {
+                        left: Cell::new(steps),
+                        stopped: Cell::new(false),
+                        dead: &dead,
+                    };
+                    let pushed = ring.push_dying(&mut producer, 2, &fate);
+                    let mut successor = SpscProducer {
+                        tail: ring.tail.load(Ordering::Acquire),
+                        cached_head: ring.head.load(Ordering::Acquire),
+                    };
+                    while !ring.push(&mut successor, 3) {
+                        thread::yield_now();
+                    }
+                    pushed
+                })
+            };
+            let mut consumer = FRESH_CONSUMER;
+            let mut received = Vec::new();
+            while received.last() != Some(&3) {
+                match ring.pop(&mut consumer) {
+                    Some(value) => received.push(value),
+                    None => thread::yield_now(),
+                }
+            }
+            let pushed = producing.join().unwrap();
+            assert!(
+                received == [1, 2, 3] || (!pushed && received == [1, 3]),
+                "{steps} steps: received {received:?}, the victim's push returned: {pushed}"
+            );
+            assert_eq!(
+                ring.pop(&mut consumer),
+                None,
+                "{steps} steps: a value after the last"
+            );
+        });
+    }
+}
+
+/// One-by-one pops mixed with chunk reads (`available`, the cells, one
+/// `release`), against one-by-one pushes: a pop after a chunk must not take
+/// a mailbox value the chunk already took, nor a chunk one the mailbox gave.
+#[test]
+fn spsc_pops_mixed_with_chunk_reads_take_each_value_once() {
+    let served = FastPops::default();
+    let counting = served.clone();
+    loom::model(move || {
+        let ring = Spsc::<true>::new(2, &counting);
+        let producing = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut producer = FRESH_PRODUCER;
+                for value in 1..=4 {
+                    while !ring.push(&mut producer, value) {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut consumer = FRESH_CONSUMER;
+        let mut received = Vec::new();
+        let mut chunk = false;
+        while received.len() < 4 {
+            if chunk {
+                let available = consumer.available(&ring.tail, ring.capacity, 2).unwrap();
+                for offset in 0..available {
+                    // SAFETY: `available` said these positions are published.
+                    received.push(unsafe { ring.cells.read(consumer.head + offset) });
+                }
+                if available > 0 {
+                    consumer.release(&ring.head, available);
+                    chunk = false;
+                } else {
+                    thread::yield_now();
+                }
+            } else {
+                match ring.pop(&mut consumer) {
+                    Some(value) => {
+                        received.push(value);
+                        chunk = true;
+                    }
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        producing.join().unwrap();
+        assert_eq!(received, [1, 2, 3, 4]);
+    });
+    assert_served(true, &served);
+}
+
+/// A mailbox as a dying producer sees it (see [`Fate`]).
+struct DyingMailbox<'a> {
+    stamp: DyingWord<'a>,
+    mailbox: &'a LoomMailbox<true>,
+    fate: &'a Fate<'a>,
+}
+
+impl<'a> Mailbox<u64> for DyingMailbox<'a> {
+    const ENABLED: bool = true;
+    type Stamp = DyingWord<'a>;
+
+    fn stamp(&self) -> &DyingWord<'a> {
+        &self.stamp
+    }
+
+    fn put(&self, value: &u64) {
+        let marked = *value | FROM_MAILBOX;
+        for (word, value) in self.mailbox.words.iter().zip([marked, !marked]) {
+            if self.fate.step() {
+                word.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn take(&self) -> u64 {
+        unreachable!("a producer does not take")
+    }
+
+    fn fence_release(&self) {
+        if !self.fate.stopped.get() {
+            loom::sync::atomic::fence(Ordering::Release);
+        }
+    }
+
+    fn fence_acquire(&self) {
+        unreachable!("a producer does not take")
+    }
+}
+
+/// Cells as a dying producer sees them (see [`Fate`]).
+struct DyingCells<'a> {
+    cells: &'a LoomCells,
+    fate: &'a Fate<'a>,
+}
+
+impl Cells<u64> for DyingCells<'_> {
+    unsafe fn write(&self, position: u64, value: u64) {
+        if self.fate.step() {
+            // SAFETY: as the caller's.
+            unsafe { self.cells.write(position, value) }
+        }
+    }
+
+    unsafe fn read(&self, _position: u64) -> u64 {
+        unreachable!("a producer does not read cells")
+    }
+}
+
+impl Spsc<true> {
+    /// A one-by-one push by a producer that stops after `fate`'s steps:
+    /// whether it returned having pushed.
+    fn push_dying(&self, producer: &mut SpscProducer, value: u64, fate: &Fate<'_>) -> bool {
+        let head = DyingWord {
+            word: &self.head,
+            fate,
+        };
+        let tail = DyingWord {
+            word: &self.tail,
+            fate,
+        };
+        let cells = DyingCells {
+            cells: &self.cells,
+            fate,
+        };
+        let mailbox = DyingMailbox {
+            stamp: DyingWord {
+                word: &self.mailbox.stamp,
+                fate,
+            },
+            mailbox: &self.mailbox,
+            fate,
+        };
+        let done = loop {
+            match producer.push(&head, &tail, &cells, &mailbox, self.capacity, value) {
+                Push::Done => break true,
+                Push::Full(_) if fate.stopped.get() => break false,
+                Push::Full(_) => thread::yield_now(),
+                Push::Broken(..) => break false,
+            }
+        };
+        done && !fate.stopped.get()
+    }
+}
+
 /// The participants table of the MPMC model: each record's owner word and
 /// seal (written once, before the model's threads start: registration is not
 /// modelled) and intent word, and the oracle.
